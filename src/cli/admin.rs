@@ -1,0 +1,170 @@
+//! Commands that change things: `deliveries retry`, `replay`, `ban`,
+//! `unban`, `usersig`, and `sim`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::{BanArgs, SimArgs, load_settings, runtime};
+use crate::config;
+use crate::metrics::Metrics;
+use crate::source::{SourceKind, SourceSpec};
+use crate::store::{self, ops};
+use crate::tencent::{TencentClient, usersig, walk};
+
+fn open_rw(settings: &config::Settings) -> Result<rusqlite::Connection, ExitCode> {
+    let conn = store::connect(&settings.store_path).map_err(|e| {
+        eprintln!("bansync: {e}");
+        ExitCode::from(1)
+    })?;
+    store::migrate(&conn).map_err(|e| {
+        eprintln!("bansync: {e}");
+        ExitCode::from(1)
+    })?;
+    Ok(conn)
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("bansync: {e}");
+    ExitCode::from(1)
+}
+
+pub fn retry(config: &Option<PathBuf>, webhook: Option<String>, ids: Vec<i64>) -> Result<ExitCode, ExitCode> {
+    let settings = load_settings(config)?;
+    if let Some(w) = &webhook
+        && !settings.webhooks.iter().any(|h| &h.name == w)
+    {
+        eprintln!("bansync: --webhook {w}: no such webhook in the configuration");
+        return Err(ExitCode::from(2));
+    }
+    let conn = open_rw(&settings)?;
+    let tx = conn.unchecked_transaction().map_err(fail)?;
+    let n = ops::retry_dead(&tx, webhook.as_deref(), &ids, store::now_ms()).map_err(fail)?;
+    tx.commit().map_err(fail)?;
+    println!("re-queued {n} dead deliveries (a running daemon picks them up within seconds)");
+    if !ids.is_empty() && n < ids.len() {
+        eprintln!("bansync: {} of the given ids are not dead deliveries", ids.len() - n);
+        return Err(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn replay(config: &Option<PathBuf>, webhook: &str, since: i64) -> Result<ExitCode, ExitCode> {
+    let settings = load_settings(config)?;
+    let Some(hook) = settings.webhooks.iter().find(|h| h.name == webhook) else {
+        eprintln!("bansync: --webhook {webhook}: no such webhook in the configuration");
+        return Err(ExitCode::from(2));
+    };
+    let conn = open_rw(&settings)?;
+    let tx = conn.unchecked_transaction().map_err(fail)?;
+    let n = ops::replay(&tx, hook, since, store::now_ms()).map_err(fail)?;
+    tx.commit().map_err(fail)?;
+    println!("queued {n} events again for {webhook} (same webhook-id as before; receivers deduplicate)");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn client(settings: &config::Settings) -> Arc<TencentClient> {
+    Arc::new(TencentClient::new(settings.tencent.clone(), Arc::new(Metrics::new())))
+}
+
+fn report(outcome: walk::BatchOutcome, verb: &str) -> Result<ExitCode, ExitCode> {
+    if !outcome.applied.is_empty() {
+        println!("{verb}: {}", outcome.applied.join(" "));
+    }
+    for (account, e) in &outcome.failed {
+        eprintln!("bansync: {account}: {e}");
+    }
+    if outcome.failed.is_empty() { Ok(ExitCode::SUCCESS) } else { Err(ExitCode::from(1)) }
+}
+
+pub fn ban(config: &Option<PathBuf>, args: BanArgs) -> Result<ExitCode, ExitCode> {
+    let settings = load_settings(config)?;
+    crate::logging::init(settings.log_format, "warn");
+    if let Err(e) = crate::source::validate_id(&args.room) {
+        eprintln!("bansync: --room: {e}");
+        return Err(ExitCode::from(2));
+    }
+    let secs = args.duration.as_secs();
+    if secs == 0 {
+        eprintln!("bansync: --duration: must be at least 1s");
+        return Err(ExitCode::from(2));
+    }
+    if args.reason.len() > crate::tencent::api::MAX_REASON_BYTES {
+        eprintln!("bansync: note: --reason is cut to 200 bytes, as the vendor allows");
+    }
+    let target = SourceSpec::new(SourceKind::Room, args.room.clone());
+    let c = client(&settings);
+    let outcome = runtime().block_on(walk::ban(&c, &target, &args.accounts, secs, &args.reason));
+    report(outcome, &format!("banned in {target} for {}", crate::duration::format(args.duration)))
+}
+
+pub fn unban(config: &Option<PathBuf>, room: &str, accounts: Vec<String>) -> Result<ExitCode, ExitCode> {
+    let settings = load_settings(config)?;
+    crate::logging::init(settings.log_format, "warn");
+    let target = SourceSpec::new(SourceKind::Room, room);
+    let c = client(&settings);
+    let outcome = runtime().block_on(walk::unban(&c, &target, &accounts));
+    report(outcome, &format!("unbanned in {target}"))
+}
+
+pub fn usersig(
+    config: &Option<PathBuf>,
+    identifier: Option<String>,
+    expire: Option<std::time::Duration>,
+) -> Result<ExitCode, ExitCode> {
+    let settings = load_settings(config)?;
+    let t = &settings.tencent;
+    let expire = expire.unwrap_or(t.usersig_ttl).as_secs();
+    if expire == 0 {
+        eprintln!("bansync: --expire: must be at least 1s");
+        return Err(ExitCode::from(2));
+    }
+    let id = identifier.unwrap_or_else(|| t.identifier.clone());
+    let now = (store::now_ms() / 1000) as u64;
+    println!("{}", usersig::generate(t.secret_key.expose(), t.sdkappid, &id, expire, now, None));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sim(config: &Option<PathBuf>, args: SimArgs) -> Result<ExitCode, ExitCode> {
+    // The app to simulate: flags, else an explicitly given configuration, else the demo app.
+    let from_config = match config {
+        Some(path) => Some(config::load(path).map_err(|e| {
+            eprintln!("bansync: configuration error in {}: {e}", path.display());
+            ExitCode::from(2)
+        })?),
+        None => None,
+    };
+    let t = from_config.as_ref().map(|s| &s.tencent);
+    let sdkappid = args.sdkappid.or(t.map(|t| t.sdkappid)).unwrap_or(crate::sim::DEMO_SDKAPPID);
+    let identifier = args
+        .identifier
+        .or(t.map(|t| t.identifier.clone()))
+        .unwrap_or_else(|| crate::sim::DEMO_IDENTIFIER.into());
+    let key = args
+        .secret_key
+        .or(t.map(|t| t.secret_key.expose().to_string()))
+        .unwrap_or_else(|| crate::sim::DEMO_KEY.into());
+    if args.rate_limit == 0 {
+        eprintln!("bansync: --rate-limit: must be at least 1");
+        return Err(ExitCode::from(2));
+    }
+    crate::logging::init(config::LogFormat::Text, "info");
+    runtime().block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| {
+            eprintln!("bansync: sim: cannot listen on {}: {e}", args.listen);
+            ExitCode::from(1)
+        })?;
+        let addr = listener.local_addr().map_err(fail)?;
+        eprintln!("bansync sim: app {sdkappid}, admin {identifier}, {} calls/s per API, listening on http://{addr}", args.rate_limit);
+        let state = crate::sim::new_state(sdkappid, &identifier, &key, args.rate_limit);
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        crate::sim::serve(listener, state, shutdown).await.map_err(fail)?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,196 @@
+//! Read-only commands: `status`, `events`, `history`, `deliveries dead`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::load_settings;
+use crate::config::Settings;
+use crate::source::SourceSpec;
+use crate::store::queries::{self, EventFilter};
+
+fn open(settings: &Settings) -> Result<rusqlite::Connection, ExitCode> {
+    if !settings.store_path.exists() {
+        eprintln!(
+            "bansync: no store at {} yet: run `bansync run` or `bansync sync` first",
+            settings.store_path.display()
+        );
+        return Err(ExitCode::from(1));
+    }
+    let conn = crate::store::connect(&settings.store_path).map_err(|e| {
+        eprintln!("bansync: {e}");
+        ExitCode::from(1)
+    })?;
+    crate::store::migrate(&conn).map_err(|e| {
+        eprintln!("bansync: {e}");
+        ExitCode::from(1)
+    })?;
+    Ok(conn)
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("bansync: {e}");
+    ExitCode::from(1)
+}
+
+fn or_dash(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("-")
+}
+
+pub fn status(config: &Option<PathBuf>, as_json: bool) -> Result<ExitCode, ExitCode> {
+    let settings = load_settings(config)?;
+    let conn = open(&settings)?;
+    let sources = queries::sources(&conn).map_err(fail)?;
+    let names: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
+    let hooks = queries::webhooks(&conn, &names).map_err(fail)?;
+    let configured: Vec<String> = settings.sources.iter().map(|s| s.to_string()).collect();
+    if as_json {
+        let sources: Vec<_> = sources
+            .iter()
+            .map(|s| {
+                let mut v = serde_json::to_value(s).unwrap();
+                v["configured"] = json!(configured.contains(&s.source));
+                v
+            })
+            .collect();
+        let hooks: Vec<_> = hooks
+            .iter()
+            .map(|h| {
+                let mut v = serde_json::to_value(h).unwrap();
+                v["configured"] = json!(names.contains(&h.webhook));
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json!({"sources": sources, "webhooks": hooks})).unwrap());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<40} {:<12} {:<21} {:>8} {:>7}  LAST ERROR", "SOURCE", "STATUS", "LAST COMPLETE WALK", "ENTRIES", "EVENTS");
+    for s in &sources {
+        let mark = if configured.contains(&s.source) { "" } else { " (no longer configured)" };
+        let err = match (&s.last_error, &s.last_error_at) {
+            (Some(e), Some(at)) if s.consecutive_failures > 0 || s.status == "unavailable" => format!("{at} {e}"),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<40} {:<12} {:<21} {:>8} {:>7}  {err}{mark}",
+            s.source,
+            s.status,
+            or_dash(&s.last_complete_walk),
+            s.entries,
+            s.events
+        );
+    }
+    println!();
+    println!("{:<24} {:>8} {:>6} {:>10}  STATE", "WEBHOOK", "PENDING", "DEAD", "DELIVERED");
+    for h in &hooks {
+        let state = if !names.contains(&h.webhook) {
+            "not configured".to_string()
+        } else if h.disabled {
+            format!("disabled ({}) until the configuration is reloaded", or_dash(&h.disabled_reason))
+        } else {
+            "enabled".into()
+        };
+        let oldest = h.oldest_pending.as_ref().map(|o| format!(", oldest owed since {o}")).unwrap_or_default();
+        println!("{:<24} {:>8} {:>6} {:>10}  {state}{oldest}", h.webhook, h.pending, h.dead, h.delivered);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_event_line(e: &queries::EventRow) {
+    let d = &e.body["data"];
+    let mut extra = String::new();
+    for k in ["banned_until", "previous_banned_until", "blocked_at", "previous_blocked_at", "target", "error_code", "error_info"] {
+        if let Some(v) = d.get(k).filter(|v| !v.is_null()) {
+            extra.push_str(&format!(" {k}={v}"));
+        }
+    }
+    println!("{} {} #{} {} {}{extra}", e.timestamp, e.source, e.seq, e.kind, e.account.as_deref().unwrap_or("-"));
+}
+
+pub fn events(
+    config: &Option<PathBuf>,
+    sources: Vec<SourceSpec>,
+    types: Vec<String>,
+    since: Option<i64>,
+    limit: Option<usize>,
+    as_json: bool,
+) -> Result<ExitCode, ExitCode> {
+    let settings = load_settings(config)?;
+    let conn = open(&settings)?;
+    let filter = EventFilter {
+        sources: sources.iter().map(|s| s.to_string()).collect(),
+        types,
+        since_ms: since,
+        account: None,
+        limit,
+    };
+    let rows = queries::events(&conn, &filter).map_err(fail)?;
+    if as_json {
+        let bodies: Vec<_> = rows.iter().map(|r| &r.body).collect();
+        println!("{}", serde_json::to_string_pretty(&bodies).unwrap());
+    } else {
+        for r in &rows {
+            print_event_line(r);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn history(config: &Option<PathBuf>, account: &str, as_json: bool) -> Result<ExitCode, ExitCode> {
+    let settings = load_settings(config)?;
+    let conn = open(&settings)?;
+    let filter = EventFilter { account: Some(account.to_string()), ..Default::default() };
+    let rows = queries::events(&conn, &filter).map_err(fail)?;
+    let mirrors = queries::mirrors_of(&conn, account).map_err(fail)?;
+    if as_json {
+        let timeline: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let caused: Vec<_> = mirrors.iter().filter(|m| m.origin_event == r.id).collect();
+                json!({"event": r.body, "mirrored": caused})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json!({"account": account, "timeline": timeline})).unwrap());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no events for {account}");
+    }
+    for r in &rows {
+        print_event_line(r);
+        for m in mirrors.iter().filter(|m| m.origin_event == r.id) {
+            let until = m.banned_until.map(|u| format!(" until {u}")).unwrap_or_default();
+            let code = m.error_code.map(|c| format!(" (error {c})")).unwrap_or_default();
+            println!("    -> {} {}: {}{until}{code}", m.action, m.target, m.state);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn dead(config: &Option<PathBuf>, webhook: Option<String>, as_json: bool) -> Result<ExitCode, ExitCode> {
+    let settings = load_settings(config)?;
+    let conn = open(&settings)?;
+    let rows = queries::dead_deliveries(&conn, webhook.as_deref()).map_err(fail)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no dead deliveries");
+    }
+    for d in &rows {
+        println!(
+            "{} {} {} {} {} attempts={} last={} {}",
+            d.id,
+            d.webhook,
+            d.event_id,
+            d.source,
+            d.kind,
+            d.attempts,
+            d.last_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            or_dash(&d.last_error)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

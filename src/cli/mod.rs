@@ -1,0 +1,229 @@
+//! The command line (CONTRACT.md): parsing, and one function per command.
+//! Exit status: 0 success, 1 the work failed, 2 bad usage or configuration.
+
+mod admin;
+mod inspect;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Settings};
+
+#[derive(Debug, Parser)]
+#[command(name = "bansync", version, about = "Watches Tencent Cloud Chat ban lists and blocklists and delivers every change as a signed webhook.")]
+pub struct Cli {
+    /// Configuration file [default: $CONFIGURATION_DIRECTORY/bansync.toml, else ./config/bansync.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The daemon: schedule every source, diff, emit, deliver, until SIGTERM/SIGINT.
+    Run,
+    /// One full sweep of every (or the named) source, then deliver what is pending.
+    Sync {
+        /// Only this source (KIND:ID); repeat for several.
+        #[arg(long = "source", value_name = "SPEC", value_parser = parse_source)]
+        sources: Vec<crate::source::SourceSpec>,
+        /// Diff and print, without storing or emitting anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Load and validate the configuration and print what it would watch and deliver to.
+    CheckConfig,
+    /// Per source: last complete walk, entries held, last error; per webhook: pending, dead, disabled.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The emitted events, newest last.
+    Events {
+        #[arg(long = "source", value_name = "SPEC", value_parser = parse_source)]
+        sources: Vec<crate::source::SourceSpec>,
+        /// Event type or pattern (ban.*); repeat for several.
+        #[arg(long = "type", value_name = "TYPE", value_parser = parse_event_type)]
+        types: Vec<String>,
+        /// RFC 3339 time, or a duration ago (1h).
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        since: Option<i64>,
+        /// At most this many (the newest).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One account's ban and block timeline across all sources.
+    History {
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliveries that ran out of attempts.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
+    /// Queue again, for one webhook, every matching event since TIME.
+    Replay {
+        #[arg(long, value_name = "NAME")]
+        webhook: String,
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        since: i64,
+    },
+    /// Ban accounts in a live room (20 a request).
+    Ban(BanArgs),
+    /// Lift bans in a live room.
+    Unban {
+        #[arg(long, value_name = "ROOM")]
+        room: String,
+        #[arg(required = true, value_name = "ACCOUNT")]
+        accounts: Vec<String>,
+    },
+    /// Print a UserSig for the configured app.
+    Usersig {
+        /// Identifier to sign for [default: tencent.identifier]
+        #[arg(long, value_name = "ID")]
+        identifier: Option<String>,
+        /// Validity [default: tencent.usersig_ttl]
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        expire: Option<std::time::Duration>,
+    },
+    /// Run the built-in simulator of the Tencent Cloud Chat REST endpoints.
+    Sim(SimArgs),
+    /// Simulator + webhook receiver + daemon on a temporary store, with bans and blocks changing.
+    Demo {
+        /// How long the scripted changes run.
+        #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "75s")]
+        duration: std::time::Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// List deliveries that ran out of attempts.
+    Dead {
+        #[arg(long, value_name = "NAME")]
+        webhook: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue them (all, one webhook's, or the given ids).
+    Retry {
+        #[arg(long, value_name = "NAME")]
+        webhook: Option<String>,
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<i64>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BanArgs {
+    #[arg(long, value_name = "ROOM")]
+    pub room: String,
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub duration: std::time::Duration,
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+    #[arg(required = true, value_name = "ACCOUNT")]
+    pub accounts: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// The simulated app [default: the configuration's, else the demo app]
+    #[arg(long)]
+    pub sdkappid: Option<u64>,
+    #[arg(long)]
+    pub identifier: Option<String>,
+    /// The key sigs are checked with [default: the configuration's, else the demo key]
+    #[arg(long, env = "BANSYNC_SIM_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Calls per second per API before 60007.
+    #[arg(long, default_value_t = 200)]
+    pub rate_limit: u32,
+}
+
+fn parse_source(s: &str) -> Result<crate::source::SourceSpec, String> {
+    s.parse()
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse(s)
+}
+
+fn parse_event_type(s: &str) -> Result<String, String> {
+    let p = crate::source::Pattern::new(s);
+    if config::EVENT_TYPES.iter().any(|t| p.matches(t)) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("`{s}` matches no event type ({})", config::EVENT_TYPES.join(", ")))
+    }
+}
+
+/// RFC 3339, or a duration meaning that long ago. Returns Unix ms.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    match crate::duration::parse(s) {
+        Ok(d) => Ok(crate::store::now_ms() - d.as_millis() as i64),
+        Err(_) => Err(format!("`{s}` is not an RFC 3339 time (2026-11-21T10:00:00Z) or a duration ago (1h)")),
+    }
+}
+
+/// Loads the configuration or explains why not (exit 2).
+fn load_settings(path: &Option<PathBuf>) -> Result<Settings, ExitCode> {
+    let path = path.clone().unwrap_or_else(config::default_path);
+    config::load(&path).map_err(|e| {
+        eprintln!("bansync: configuration error in {}: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Run => run::run(&cli.config),
+        Command::Sync { sources, dry_run } => run::sync(&cli.config, sources, dry_run),
+        Command::CheckConfig => match load_settings(&cli.config) {
+            Ok(s) => {
+                print!("{}", s.describe());
+                println!("configuration OK");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(code) => Err(code),
+        },
+        Command::Status { json } => inspect::status(&cli.config, json),
+        Command::Events { sources, types, since, limit, json } => {
+            inspect::events(&cli.config, sources, types, since, limit, json)
+        }
+        Command::History { account, json } => inspect::history(&cli.config, &account, json),
+        Command::Deliveries(DeliveriesCommand::Dead { webhook, json }) => inspect::dead(&cli.config, webhook, json),
+        Command::Deliveries(DeliveriesCommand::Retry { webhook, ids }) => admin::retry(&cli.config, webhook, ids),
+        Command::Replay { webhook, since } => admin::replay(&cli.config, &webhook, since),
+        Command::Ban(args) => admin::ban(&cli.config, args),
+        Command::Unban { room, accounts } => admin::unban(&cli.config, &room, accounts),
+        Command::Usersig { identifier, expire } => admin::usersig(&cli.config, identifier, expire),
+        Command::Sim(args) => admin::sim(&cli.config, args),
+        Command::Demo { duration } => Ok(crate::demo::main(duration)),
+    };
+    result.unwrap_or_else(|code| code)
+}
+
+/// A runtime for commands that need one.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts")
+}

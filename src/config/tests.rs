@@ -1,0 +1,174 @@
+use super::*;
+
+const GOOD: &str = r#"
+[tencent]
+sdkappid = 1400000000
+identifier = "administrator"
+secret_key = "k3y"
+region = "singapore"
+
+[sources]
+groups = ["@TGS#aJRGC4MH6"]
+rooms = ["live-1", "live-2"]
+blocklists = ["alice"]
+
+[[webhook]]
+name = "moderation"
+url = "https://hooks.example.com/bansync"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+events = ["ban.*", "block.added"]
+sources = ["room:*"]
+"#;
+
+fn load_text(text: &str, env: &Environment) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bansync.toml");
+    std::fs::write(&path, text).unwrap();
+    load_with(&path, env)
+}
+
+fn load_str(text: &str) -> Result<Settings, ConfigError> {
+    load_text(text, &Environment::default())
+}
+
+fn fault(text: &str) -> String {
+    load_str(text).expect_err("should be refused").0
+}
+
+#[test]
+fn the_contract_example_loads() {
+    let s = load_str(GOOD).unwrap();
+    assert_eq!(s.tencent.sdkappid, 1400000000);
+    assert_eq!(s.tencent.base_urls[0], "https://adminapisgp.im.qcloud.com");
+    assert_eq!(s.tencent.base_urls[1], "https://adminapisgp.my-imcloud.com");
+    assert_eq!(s.sources.len(), 4);
+    assert_eq!(s.sync.schedule, Schedule::Interval(Duration::from_secs(300)));
+    assert_eq!(s.sync.page_size, 100);
+    assert_eq!(s.sync.initial, Initial::Baseline);
+    assert_eq!(s.webhooks[0].keys.len(), 1);
+    assert!(s.webhooks[0].wants("ban.added", "room:live-1"));
+    assert!(!s.webhooks[0].wants("ban.added", "group:@TGS#aJRGC4MH6"));
+    assert!(!s.webhooks[0].wants("block.removed", "room:live-1"));
+    assert_eq!(s.webhooks[0].retry_schedule.len(), 9);
+    assert_eq!(s.http_listen, Some("127.0.0.1:9187".parse().unwrap()));
+}
+
+#[test]
+fn every_region_has_its_domain() {
+    for (name, domain) in [
+        ("china", "console.tim.qq.com"),
+        ("singapore", "adminapisgp.im.qcloud.com"),
+        ("seoul", "adminapikr.im.qcloud.com"),
+        ("tokyo", "adminapijpn.im.qcloud.com"),
+        ("frankfurt", "adminapiger.im.qcloud.com"),
+        ("mumbai", "adminapiind.im.qcloud.com"),
+        ("silicon-valley", "adminapiusa.im.qcloud.com"),
+        ("jakarta", "adminapiidn.im.qcloud.com"),
+    ] {
+        let r = Region::parse(name).unwrap();
+        assert_eq!(r.domains().0, domain);
+    }
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let env = Environment {
+        vars: vec![
+            ("BANSYNC_TENCENT__SECRET_KEY".into(), "00123".into()),
+            ("BANSYNC_SYNC__PAGE_SIZE".into(), "50".into()),
+            ("BANSYNC_SOURCES__ROOMS".into(), "a, b,c".into()),
+        ],
+        ..Default::default()
+    };
+    let s = load_text(GOOD, &env).unwrap();
+    assert_eq!(s.tencent.secret_key.expose(), "00123", "a secret of digits stays a string");
+    assert_eq!(s.sync.page_size, 50);
+    let rooms: Vec<_> = s.sources.iter().filter(|x| x.kind == SourceKind::Room).map(|x| x.id.as_str()).collect();
+    assert_eq!(rooms, ["a", "b", "c"]);
+}
+
+#[test]
+fn secrets_from_files_and_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tim-secret-key"), "fromcred\n").unwrap();
+    std::fs::write(dir.path().join("webhook-moderation-secret"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    let text = GOOD.replace("secret_key = \"k3y\"\n", "").replace("secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n", "");
+    let env = Environment { credentials_dir: Some(dir.path().into()), ..Default::default() };
+    let s = load_text(&text, &env).unwrap();
+    assert_eq!(s.tencent.secret_key.expose(), "fromcred");
+    assert_eq!(s.tencent.secret_origin, SecretOrigin::Credential("tim-secret-key".into()));
+    assert_eq!(s.webhooks[0].keys.len(), 1);
+    let described = s.describe();
+    assert!(!described.contains("fromcred") && !described.contains("MfKQ9r8"), "{described}");
+}
+
+#[test]
+fn rotation_signs_with_each_secret() {
+    let text = GOOD.replace(
+        "secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+        "secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw whsec_dGhpcyBpcyBhIHNlY29uZCBzZWNyZXQ=\"",
+    );
+    assert_eq!(load_str(&text).unwrap().webhooks[0].keys.len(), 2);
+}
+
+#[test]
+fn state_directory_holds_relative_store_paths() {
+    let env = Environment { state_dir: Some("/var/lib/bansync".into()), ..Default::default() };
+    assert_eq!(load_text(GOOD, &env).unwrap().store_path, PathBuf::from("/var/lib/bansync/bansync.db"));
+}
+
+/// Each fault, and the key its message must name.
+#[test]
+fn faults_name_their_key() {
+    let cases: Vec<(String, &str)> = vec![
+        (GOOD.replace("region = \"singapore\"", "region = \"mars\""), "tencent.region"),
+        (GOOD.replace("region = \"singapore\"", "region = \"singapore\"\nbase_url = \"http://x\""), "tencent.base_url"),
+        (GOOD.replace("region = \"singapore\"", ""), "tencent.region"),
+        (GOOD.replace("region = \"singapore\"", "base_url = \"ftp://x\""), "tencent.base_url"),
+        (GOOD.replace("region = \"singapore\"", "region = \"seoul\""), "sources.rooms"),
+        (GOOD.replace("sdkappid = 1400000000", "sdkappid = 0"), "tencent.sdkappid"),
+        (GOOD.replace("sdkappid = 1400000000", "sdkappid = \"abc\""), "tencent.sdkappid"),
+        (GOOD.replace("identifier = \"administrator\"", "identifier = \"\""), "tencent.identifier"),
+        (GOOD.replace("secret_key = \"k3y\"", ""), "tencent.secret_key"),
+        (GOOD.replace("secret_key = \"k3y\"", "secret_key_file = \"/nonexistent/key\""), "tencent.secret_key_file"),
+        (GOOD.replace("region = \"singapore\"", "region = \"singapore\"\nregoin = \"x\""), "regoin"),
+        (GOOD.replace("[sources]", "[sources]\nchannels = [\"x\"]"), "channels"),
+        (GOOD.replace("groups = [\"@TGS#aJRGC4MH6\"]\nrooms = [\"live-1\", \"live-2\"]\nblocklists = [\"alice\"]", ""), "sources"),
+        (GOOD.replace("rooms = [\"live-1\", \"live-2\"]", "rooms = [\"live-1\", \"live-1\"]"), "sources.rooms[1]"),
+        (GOOD.replace("rooms = [\"live-1\", \"live-2\"]", "rooms = [\"\"]"), "sources.rooms[0]"),
+        (format!("{GOOD}\n[sync]\npage_size = 500\n"), "sync.page_size"),
+        (format!("{GOOD}\n[sync]\npage_size = 0\n"), "sync.page_size"),
+        (format!("{GOOD}\n[sync]\ninterval = \"5 minutes\"\n"), "sync.interval"),
+        (format!("{GOOD}\n[sync]\ninterval = \"5m\"\ncron = \"0 */5 * * * *\"\n"), "sync.cron"),
+        (format!("{GOOD}\n[sync]\ncron = \"every five minutes\"\n"), "sync.cron"),
+        (format!("{GOOD}\n[sync]\ninitial = \"all\"\n"), "sync.initial"),
+        (GOOD.replace("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_not*base64!"), "webhook[0] (moderation).secret"),
+        (GOOD.replace("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_YWJj"), "webhook[0] (moderation).secret"),
+        (GOOD.replace("https://hooks.example.com/bansync", "not a url"), "webhook[0] (moderation).url"),
+        (GOOD.replace("events = [\"ban.*\", \"block.added\"]", "events = [\"ban.deleted\"]"), "webhook[0] (moderation).events"),
+        (GOOD.replace("sources = [\"room:*\"]", "sources = [\"chan:*\"]"), "webhook[0] (moderation).sources"),
+        (GOOD.replace("name = \"moderation\"", "name = \"a b\""), "webhook[0].name"),
+        (format!("{GOOD}\n[[webhook]]\nname = \"moderation\"\nurl = \"http://x\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"), "webhook[1] (moderation).name"),
+        (GOOD.replace("url = \"https://hooks.example.com/bansync\"", "url = \"https://x\"\ntimeout = \"0s\""), "webhook[0] (moderation).timeout"),
+        (format!("{GOOD}\n[[propagate]]\nfrom = [\"blocklist:alice\"]\nto = [\"room:live-1\"]\n"), "propagate[0].from"),
+        (format!("{GOOD}\n[[propagate]]\nfrom = [\"room:nowhere\"]\nto = [\"room:live-1\"]\n"), "propagate[0].from"),
+        (format!("{GOOD}\n[[propagate]]\nfrom = [\"room:live-1\"]\nto = []\n"), "propagate[0].to"),
+        (format!("{GOOD}\n[http]\nlisten = \"localhost\"\n"), "http.listen"),
+        (format!("{GOOD}\n[log]\nformat = \"xml\"\n"), "log.format"),
+        (format!("{GOOD}\n[log]\nlevel = \"loud[\"\n"), "log.level"),
+        (GOOD.replace("[tencent]", "[tencent]\nrequests_per_second = 0"), "tencent.requests_per_second"),
+        (GOOD.replace("[tencent]", "[tencent]\nusersig_ttl = \"1s\""), "tencent.usersig_ttl"),
+        (GOOD.replace("[tencent]", "[tencent]\ntimeout = \"soon\""), "tencent.timeout"),
+    ];
+    assert!(cases.len() >= 10);
+    for (text, key) in cases {
+        let msg = fault(&text);
+        assert!(msg.contains(key), "expected the message to name `{key}`, got: {msg}");
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    let text = GOOD.replace("secret_key = \"k3y\"", "secret_key = \"sup3rs3cret\"\nsecret_key_file = \"/x\"");
+    assert!(!fault(&text).contains("sup3rs3cret"));
+}

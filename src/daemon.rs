@@ -1,0 +1,203 @@
+//! `bansync run`: every part of the daemon started together, reloaded
+//! together, and stopped in order. Tests start it whole on port 0.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Settings;
+use crate::delivery::{Control, Dispatcher};
+use crate::metrics::Metrics;
+use crate::propagate::Propagator;
+use crate::store::{EmitConfig, Store, ops};
+use crate::sync::Syncer;
+use crate::sync::expiry::ExpiryTimer;
+use crate::sync::scheduler::{Plan, Scheduler};
+use crate::tencent::{RetryPolicy, TencentClient};
+
+/// How the outside steers a running daemon.
+pub struct DaemonControl {
+    /// Set to true to stop.
+    pub stop: watch::Receiver<bool>,
+    /// Validated configurations to switch to.
+    pub reload: mpsc::UnboundedReceiver<Settings>,
+    /// Called once everything is up (systemd's READY=1).
+    pub on_ready: Box<dyn FnOnce() + Send>,
+}
+
+/// How long walks and deliveries in flight may take to finish on stop.
+#[derive(Debug, Clone, Copy)]
+pub struct Grace {
+    pub walks: Duration,
+    pub deliveries: Duration,
+}
+
+impl Default for Grace {
+    fn default() -> Self {
+        Grace { walks: Duration::from_secs(20), deliveries: Duration::from_secs(10) }
+    }
+}
+
+pub fn emit_config(s: &Settings) -> EmitConfig {
+    EmitConfig { app: s.tencent.sdkappid, webhooks: s.webhooks.clone(), propagate: s.propagate.clone() }
+}
+
+fn plan(s: &Settings, syncer: Syncer) -> Plan {
+    Plan {
+        syncer,
+        sources: s.sources.clone(),
+        schedule: s.sync.schedule.clone(),
+        confirm_delay: s.sync.confirm_delay,
+        max_concurrent_walks: s.sync.max_concurrent_walks,
+    }
+}
+
+/// Runs the daemon until `control.stop`. `listener` serves `/healthz`,
+/// `/readyz` and `/metrics` (bound by the caller, so tests can use port 0).
+pub async fn run(
+    settings: Settings,
+    listener: Option<tokio::net::TcpListener>,
+    control: DaemonControl,
+    retry: RetryPolicy,
+    grace: Grace,
+) -> anyhow::Result<()> {
+    let DaemonControl { stop, mut reload, on_ready } = control;
+    let metrics = Arc::new(Metrics::new());
+    let (notice_tx, notice_rx) = mpsc::unbounded_channel();
+    let store = Store::open(&settings.store_path, emit_config(&settings), Some(notice_tx))?;
+    let names: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
+    let enabled = {
+        let names = names.clone();
+        store.write(move |ctx| ops::enable_webhooks(ctx.conn, &names)).await?
+    };
+    if enabled > 0 {
+        tracing::info!(webhooks = enabled, "webhooks disabled by 410 Gone are enabled again by this configuration");
+    }
+    {
+        let sources = settings.sources.clone();
+        store
+            .write(move |ctx| {
+                for s in &sources {
+                    ops::source_row(ctx, s)?;
+                }
+                Ok(())
+            })
+            .await?;
+    }
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let webhook_names = Arc::new(std::sync::RwLock::new(names));
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = listener {
+        let app = crate::http::router(crate::http::HttpState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+            store_path: Arc::new(settings.store_path.clone()),
+            webhook_names: webhook_names.clone(),
+        });
+        let mut stop_http = stop.clone();
+        tasks.spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_http.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+    }
+
+    let client = Arc::new(TencentClient::with_retry(settings.tencent.clone(), metrics.clone(), retry.clone()));
+    let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
+    let (prop_tx, prop_rx) = mpsc::unbounded_channel();
+    let (expiry_tx, expiry_rx) = mpsc::unbounded_channel();
+    crate::delivery::dispatcher::route_notices(notice_rx, delivery_tx, prop_tx, expiry_tx);
+
+    let (dispatch_ctl, dispatch_ctl_rx) = mpsc::unbounded_channel();
+    let dispatcher = Dispatcher::new(store.clone(), settings.webhooks.clone(), metrics.clone());
+    let dispatch_task = tokio::spawn(dispatcher.run(delivery_rx, dispatch_ctl_rx, stop.clone(), grace.deliveries));
+
+    let expiry = ExpiryTimer { store: store.clone(), metrics: metrics.clone() };
+    tasks.spawn(expiry.run(expiry_rx, stop.clone()));
+
+    let propagator = Propagator { store: store.clone(), client: client.clone(), metrics: metrics.clone() };
+    let (prop_stop_tx, prop_stop) = watch::channel(false);
+    let prop_task = tokio::spawn(propagator.run(prop_rx, prop_stop));
+
+    let syncer = Syncer::new(client.clone(), store.clone(), metrics.clone(), &settings.sync);
+    let (plan_tx, plan_rx) = mpsc::unbounded_channel();
+    let scheduler = Scheduler::new(plan(&settings, syncer));
+    let sched_task = tokio::spawn(scheduler.run(plan_rx, stop.clone(), grace.walks));
+
+    ready.store(true, Ordering::Relaxed);
+    on_ready();
+    tracing::info!(sources = settings.sources.len(), webhooks = settings.webhooks.len(),
+        store = %settings.store_path.display(), "bansync running");
+
+    let mut current = settings;
+    let mut stop_wait = stop.clone();
+    loop {
+        tokio::select! {
+            _ = async { let _ = stop_wait.wait_for(|s| *s).await; } => break,
+            Some(next) = reload.recv() => {
+                apply_reload(&current, &next, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone()).await;
+                current = next;
+            }
+        }
+    }
+    tracing::info!("stopping: no new walks; finishing walks and deliveries in flight");
+    match sched_task.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "scheduler stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "scheduler task failed"),
+        Ok(Ok(())) => {}
+    }
+    let _ = prop_stop_tx.send(true);
+    let _ = prop_task.await;
+    let _ = dispatch_task.await;
+    tasks.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn apply_reload(
+    old: &Settings,
+    new: &Settings,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    plans: &mpsc::UnboundedSender<Plan>,
+    dispatcher: &mpsc::UnboundedSender<Control>,
+    webhook_names: &std::sync::RwLock<Vec<String>>,
+    retry: RetryPolicy,
+) {
+    if new.store_path != old.store_path {
+        tracing::warn!(old = %old.store_path.display(), new = %new.store_path.display(),
+            "store.path changed: a restart is needed to move the store; keeping the old one");
+    }
+    store.set_emit_config(emit_config(new));
+    let names: Vec<String> = new.webhooks.iter().map(|w| w.name.clone()).collect();
+    {
+        let names = names.clone();
+        if let Err(e) = store.write(move |ctx| ops::enable_webhooks(ctx.conn, &names)).await {
+            tracing::error!(error = %e, "cannot re-enable webhooks");
+        }
+        let sources = new.sources.clone();
+        let _ = store
+            .write(move |ctx| {
+                for s in &sources {
+                    ops::source_row(ctx, s)?;
+                }
+                Ok(())
+            })
+            .await;
+    }
+    *webhook_names.write().unwrap() = names;
+    let _ = dispatcher.send(Control::Webhooks(new.webhooks.clone()));
+    // A changed vendor section gets a fresh client (new key, region, rate).
+    let client = Arc::new(TencentClient::with_retry(new.tencent.clone(), metrics.clone(), retry));
+    let syncer = Syncer::new(client, store.clone(), metrics.clone(), &new.sync);
+    let _ = plans.send(plan(new, syncer));
+    let added = new.sources.iter().filter(|s| !old.sources.contains(s)).count();
+    let removed = old.sources.iter().filter(|s| !new.sources.contains(s)).count();
+    tracing::info!(sources = new.sources.len(), added, removed, webhooks = new.webhooks.len(), "configuration reloaded");
+}

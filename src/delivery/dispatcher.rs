@@ -1,0 +1,549 @@
+//! The delivery dispatcher.
+//!
+//! Every (webhook, source) pair is a *lane*: its deliveries go out strictly
+//! one after another, in commit order, so a consumer sees a source's events
+//! in `seq` order. Lanes are independent: one slow source or a receiver in
+//! backoff for one source does not hold up the others, and each webhook has
+//! its own bound on attempts in flight.
+//!
+//! New deliveries arrive as notices from the store's writer right after
+//! their commit (no polling, low latency). A lane keeps at most
+//! [`LANE_BUFFER`] deliveries in memory; beyond that it reads the rest from
+//! the store as it drains, so memory stays bounded when a receiver is down.
+//! A periodic rescan picks up work queued by other processes
+//! (`bansync deliveries retry`, `bansync replay`).
+//!
+//! Each attempt's outcome is committed before its lane moves on. An attempt
+//! cut short by shutdown is not recorded at all: it is neither lost (it stays
+//! owed) nor counted.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::schedule;
+use super::sign;
+use crate::config::WebhookSettings;
+use crate::metrics::Metrics;
+use crate::store::ops::{self, AttemptOutcome};
+use crate::store::{Notice, OwedDelivery, Store, now_ms};
+
+/// Deliveries a lane holds in memory; the rest wait in the store.
+pub const LANE_BUFFER: usize = 64;
+
+type LaneKey = (Arc<str>, i64);
+
+#[derive(Default)]
+struct Lane {
+    buf: VecDeque<OwedDelivery>,
+    /// Highest delivery id this lane has taken in (from notices or loads).
+    last_id: i64,
+    /// The store holds owed deliveries beyond `buf`.
+    more_in_store: bool,
+    /// An attempt or a load is under way.
+    busy: bool,
+    /// Notices that arrived while a load was under way.
+    held: Vec<OwedDelivery>,
+    /// Waiting for a retry time (Unix ms).
+    waiting_until: Option<i64>,
+    queued: bool,
+}
+
+impl Lane {
+    fn has_work(&self) -> bool {
+        !self.buf.is_empty() || self.more_in_store
+    }
+}
+
+struct Hook {
+    settings: WebhookSettings,
+    keys: Vec<Vec<u8>>,
+    disabled: AtomicBool,
+}
+
+/// Messages that change the dispatcher from outside.
+pub enum Control {
+    /// New webhook configuration (reload). Webhooks not named stop.
+    Webhooks(Vec<WebhookSettings>),
+}
+
+enum Done {
+    Attempt { key: LaneKey, outcome: Option<AttemptOutcome> },
+    Load { key: LaneKey, loaded: Vec<OwedDelivery> },
+}
+
+pub struct Dispatcher {
+    store: Store,
+    http: reqwest::Client,
+    metrics: Arc<Metrics>,
+    hooks: HashMap<Arc<str>, Arc<Hook>>,
+    lanes: HashMap<LaneKey, Lane>,
+    ready: HashMap<Arc<str>, VecDeque<i64>>,
+    in_flight: HashMap<Arc<str>, usize>,
+    timers: BinaryHeap<Reverse<(i64, Arc<str>, i64)>>,
+    tasks: JoinSet<Done>,
+    rescan_every: Duration,
+}
+
+fn user_agent() -> &'static str {
+    concat!("bansync/", env!("CARGO_PKG_VERSION"))
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, webhooks: Vec<WebhookSettings>, metrics: Arc<Metrics>) -> Self {
+        let http = reqwest::Client::builder()
+            // Redirects are not followed: a 3xx is a failed attempt.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(user_agent())
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("TLS backend initialises");
+        let mut d = Dispatcher {
+            store,
+            http,
+            metrics,
+            hooks: HashMap::new(),
+            lanes: HashMap::new(),
+            ready: HashMap::new(),
+            in_flight: HashMap::new(),
+            timers: BinaryHeap::new(),
+            tasks: JoinSet::new(),
+            rescan_every: Duration::from_secs(5),
+        };
+        d.set_webhooks(webhooks);
+        d
+    }
+
+    /// How often the store is rescanned for work queued by other processes.
+    pub fn with_rescan_every(mut self, every: Duration) -> Self {
+        self.rescan_every = every;
+        self
+    }
+
+    fn set_webhooks(&mut self, webhooks: Vec<WebhookSettings>) {
+        let mut next = HashMap::new();
+        for w in webhooks {
+            let name: Arc<str> = w.name.as_str().into();
+            next.insert(
+                name,
+                Arc::new(Hook { keys: sign::raw_keys(&w.keys), settings: w, disabled: AtomicBool::new(false) }),
+            );
+        }
+        self.hooks = next;
+        // Lanes of webhooks no longer configured are forgotten; their
+        // deliveries stay owed in the store until the webhook returns.
+        let hooks = &self.hooks;
+        self.lanes.retain(|(w, _), lane| hooks.contains_key(w) || lane.busy);
+        self.ready.retain(|w, _| hooks.contains_key(w));
+    }
+
+    fn key_for(&self, webhook: &str) -> Option<Arc<str>> {
+        self.hooks.get_key_value(webhook).map(|(k, _)| k.clone())
+    }
+
+    /// Reads from the store which lanes have owed work it does not know of.
+    pub async fn rescan(&mut self) {
+        let names: Vec<String> = self.hooks.keys().map(|k| k.to_string()).collect();
+        let scanned = self
+            .store
+            .write(move |ctx| {
+                let disabled = ops::disabled_webhooks(ctx.conn)?;
+                let mut out = Vec::new();
+                for n in names {
+                    out.push((n.clone(), disabled.contains(&n), ops::lanes_with_work(ctx.conn, &n)?));
+                }
+                Ok(out)
+            })
+            .await;
+        let scanned = match scanned {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read owed deliveries; will try again");
+                return;
+            }
+        };
+        for (name, disabled, lanes) in scanned {
+            let Some(key) = self.key_for(&name) else { continue };
+            if let Some(h) = self.hooks.get(&key) {
+                h.disabled.store(disabled, Ordering::Relaxed);
+            }
+            for (source, max_id) in lanes {
+                let lk = (key.clone(), source);
+                let lane = self.lanes.entry(lk.clone()).or_default();
+                if max_id > lane.last_id && !lane.more_in_store {
+                    lane.more_in_store = true;
+                }
+                self.schedule(lk);
+            }
+        }
+    }
+
+    fn on_notice(&mut self, d: OwedDelivery) {
+        let Some(key) = self.key_for(&d.webhook) else { return };
+        let lk = (key, d.source_id);
+        let lane = self.lanes.entry(lk.clone()).or_default();
+        if lane.busy && lane.more_in_store {
+            lane.held.push(d);
+        } else if lane.more_in_store || lane.buf.len() >= LANE_BUFFER {
+            // The store has it; the lane will read it in order.
+            lane.more_in_store = true;
+        } else if d.id > lane.last_id {
+            lane.last_id = d.id;
+            lane.buf.push_back(d);
+        }
+        self.schedule(lk);
+    }
+
+    /// Puts a lane in its webhook's ready queue if it can make progress.
+    fn schedule(&mut self, lk: LaneKey) {
+        let Some(lane) = self.lanes.get_mut(&lk) else { return };
+        if lane.busy || lane.queued || !lane.has_work() {
+            return;
+        }
+        if let Some(until) = lane.waiting_until {
+            if until > now_ms() {
+                return;
+            }
+            lane.waiting_until = None;
+        }
+        if let Some(head) = lane.buf.front()
+            && head.next_attempt_ms > now_ms()
+        {
+            lane.waiting_until = Some(head.next_attempt_ms);
+            self.timers.push(Reverse((head.next_attempt_ms, lk.0.clone(), lk.1)));
+            return;
+        }
+        lane.queued = true;
+        self.ready.entry(lk.0.clone()).or_default().push_back(lk.1);
+    }
+
+    /// Starts attempts (or loads) on ready lanes within each webhook's bound.
+    fn start_ready(&mut self) {
+        let names: Vec<Arc<str>> = self.ready.keys().cloned().collect();
+        for name in names {
+            let Some(hook) = self.hooks.get(&name).cloned() else { continue };
+            if hook.disabled.load(Ordering::Relaxed) {
+                continue;
+            }
+            loop {
+                let in_flight = self.in_flight.get(&name).copied().unwrap_or(0);
+                if in_flight >= hook.settings.max_in_flight {
+                    break;
+                }
+                let Some(source) = self.ready.get_mut(&name).and_then(|q| q.pop_front()) else { break };
+                let lk = (name.clone(), source);
+                let Some(lane) = self.lanes.get_mut(&lk) else { continue };
+                lane.queued = false;
+                if lane.busy {
+                    continue;
+                }
+                lane.busy = true;
+                *self.in_flight.entry(name.clone()).or_default() += 1;
+                if let Some(d) = lane.buf.front().cloned() {
+                    let (http, store, metrics, hook) =
+                        (self.http.clone(), self.store.clone(), self.metrics.clone(), hook.clone());
+                    self.tasks.spawn(async move {
+                        let outcome = attempt(&http, &store, &metrics, &hook, &d).await;
+                        Done::Attempt { key: lk, outcome }
+                    });
+                } else {
+                    let store = self.store.clone();
+                    let after = lane.last_id;
+                    self.tasks.spawn(async move {
+                        let (w, s) = (lk.0.to_string(), lk.1);
+                        let loaded = store
+                            .write(move |ctx| ops::load_lane(ctx.conn, &w, s, after, LANE_BUFFER))
+                            .await
+                            .unwrap_or_else(|e| {
+                                tracing::error!(error = %e, "cannot read owed deliveries; will try again");
+                                Vec::new()
+                            });
+                        Done::Load { key: lk, loaded }
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        let lk = match &done {
+            Done::Attempt { key, .. } | Done::Load { key, .. } => key.clone(),
+        };
+        if let Some(n) = self.in_flight.get_mut(&lk.0) {
+            *n = n.saturating_sub(1);
+        }
+        let Some(lane) = self.lanes.get_mut(&lk) else { return };
+        lane.busy = false;
+        match done {
+            Done::Load { loaded, .. } => {
+                lane.more_in_store = loaded.len() >= LANE_BUFFER;
+                for d in loaded {
+                    lane.last_id = lane.last_id.max(d.id);
+                    lane.buf.push_back(d);
+                }
+                let held = std::mem::take(&mut lane.held);
+                for d in held {
+                    if d.id > lane.last_id {
+                        if lane.more_in_store || lane.buf.len() >= LANE_BUFFER {
+                            lane.more_in_store = true;
+                        } else {
+                            lane.last_id = d.id;
+                            lane.buf.push_back(d);
+                        }
+                    }
+                }
+            }
+            Done::Attempt { outcome, .. } => match outcome {
+                Some(AttemptOutcome::Delivered { .. }) | Some(AttemptOutcome::Dead { .. }) => {
+                    lane.buf.pop_front();
+                }
+                Some(AttemptOutcome::Failed { next_attempt_ms, .. }) => {
+                    if let Some(head) = lane.buf.front_mut() {
+                        head.attempts += 1;
+                        head.next_attempt_ms = next_attempt_ms;
+                    }
+                }
+                Some(AttemptOutcome::Gone) => {
+                    if let Some(h) = self.hooks.get(&lk.0) {
+                        h.disabled.store(true, Ordering::Relaxed);
+                    }
+                }
+                // Not recorded (the store refused): try again shortly.
+                None => {
+                    if let Some(head) = lane.buf.front_mut() {
+                        head.next_attempt_ms = now_ms() + 1000;
+                    }
+                }
+            },
+        }
+        self.schedule(lk);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = now_ms();
+        while let Some(Reverse((due, _, _))) = self.timers.peek() {
+            if *due > now {
+                break;
+            }
+            let Reverse((_, w, s)) = self.timers.pop().unwrap();
+            if let Some(lane) = self.lanes.get_mut(&(w.clone(), s))
+                && lane.waiting_until.is_some_and(|u| u <= now)
+            {
+                lane.waiting_until = None;
+            }
+            self.schedule((w, s));
+        }
+    }
+
+    fn next_timer(&self) -> Option<i64> {
+        self.timers.peek().map(|Reverse((due, _, _))| *due)
+    }
+
+    /// True when nothing can be sent right now: no attempt in flight and
+    /// every lane empty or waiting for a retry time (or its webhook disabled).
+    pub fn is_idle(&self) -> bool {
+        self.tasks.is_empty()
+            && self.ready.iter().all(|(w, q)| {
+                q.is_empty() || self.hooks.get(w).is_none_or(|h| h.disabled.load(Ordering::Relaxed))
+            })
+    }
+
+    /// Delivers until stopped. On stop, attempts in flight get `grace` to
+    /// finish and be recorded; any still running then are abandoned
+    /// unrecorded (they stay owed).
+    pub async fn run(
+        mut self,
+        mut notices: mpsc::UnboundedReceiver<OwedDelivery>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        self.rescan().await;
+        let mut rescan = tokio::time::interval(self.rescan_every);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.start_ready();
+            let timer = self.next_timer().map(|due| Duration::from_millis((due - now_ms()).max(0) as u64));
+            tokio::select! {
+                biased;
+                _ = stop.changed() => if *stop.borrow() { break },
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Ok(done) = done { self.on_done(done) }
+                }
+                n = notices.recv() => match n {
+                    Some(d) => {
+                        self.on_notice(d);
+                        // Take in every notice already waiting before starting attempts.
+                        while let Ok(d) = notices.try_recv() { self.on_notice(d) }
+                    }
+                    None => break,
+                },
+                Some(c) = control.recv() => match c {
+                    Control::Webhooks(w) => { self.set_webhooks(w); self.rescan().await; }
+                },
+                _ = async { tokio::time::sleep(timer.unwrap_or_default()).await }, if timer.is_some() => self.fire_timers(),
+                _ = rescan.tick() => self.rescan().await,
+            }
+        }
+        self.finish(grace).await;
+    }
+
+    /// Delivers what is owed now, then returns: for `bansync sync`.
+    /// Deliveries waiting for a later retry time are left to the daemon.
+    pub async fn drain(mut self, mut notices: mpsc::UnboundedReceiver<OwedDelivery>, deadline: Duration) {
+        let until = tokio::time::Instant::now() + deadline;
+        while let Ok(d) = notices.try_recv() {
+            self.on_notice(d);
+        }
+        self.rescan().await;
+        loop {
+            self.start_ready();
+            if self.is_idle() {
+                break;
+            }
+            tokio::select! {
+                Some(done) = self.tasks.join_next() => if let Ok(done) = done { self.on_done(done) },
+                _ = tokio::time::sleep_until(until) => break,
+            }
+            while let Ok(d) = notices.try_recv() {
+                self.on_notice(d);
+            }
+        }
+        self.finish(Duration::from_secs(5)).await;
+    }
+
+    async fn finish(&mut self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                Some(done) = self.tasks.join_next() => if let Ok(done) = done { self.on_done(done) },
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(abandoned = self.tasks.len(), "shutdown: attempts still in flight are abandoned unrecorded and stay owed");
+                    self.tasks.abort_all();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One attempt: sign, send, classify, record. `None` if the outcome could
+/// not be recorded (the lane retries; at-least-once).
+async fn attempt(
+    http: &reqwest::Client,
+    store: &Store,
+    metrics: &Metrics,
+    hook: &Hook,
+    d: &OwedDelivery,
+) -> Option<AttemptOutcome> {
+    let w = &hook.settings;
+    let timestamp = now_ms() / 1000;
+    let signature = sign::signature_header(&hook.keys, &d.event_id, timestamp, d.body.as_bytes());
+    let started = std::time::Instant::now();
+    let response = http
+        .post(&w.url)
+        .timeout(w.timeout)
+        .header("webhook-id", &*d.event_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .header("content-type", "application/json")
+        .body(d.body.as_bytes().to_vec())
+        .send()
+        .await;
+    let attempts = d.attempts + 1;
+    let (status, error, retry_after) = match response {
+        Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None, None),
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let retry_after = r
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| schedule::parse_retry_after(v, chrono::Utc::now()));
+            (Some(status), Some(format!("HTTP {status}")), retry_after)
+        }
+        Err(e) => {
+            let what = if e.is_timeout() {
+                "timed out".to_string()
+            } else if e.is_connect() {
+                "connection refused or failed".to_string()
+            } else {
+                e.without_url().to_string()
+            };
+            (None, Some(what), None)
+        }
+    };
+    let now = now_ms();
+    let outcome = match (status, error) {
+        (Some(s), None) => AttemptOutcome::Delivered { status: s },
+        (Some(410), _) => AttemptOutcome::Gone,
+        (status, Some(error)) => match schedule::next_delay(&w.retry_schedule, attempts, retry_after, schedule::jitter()) {
+            Some(delay) => AttemptOutcome::Failed { status, error, next_attempt_ms: now + delay.as_millis() as i64 },
+            None => AttemptOutcome::Dead { status, error },
+        },
+        (None, None) => unreachable!("a response without status is an error"),
+    };
+    let (id, webhook, o) = (d.id, w.name.clone(), outcome.clone());
+    if let Err(e) = store.write(move |ctx| ops::record_attempt(ctx, id, &webhook, &o, now)).await {
+        tracing::error!(webhook = %w.name, delivery = d.id, error = %e, "cannot record a delivery attempt; it stays owed");
+        return None;
+    }
+    let took_ms = started.elapsed().as_millis() as u64;
+    match &outcome {
+        AttemptOutcome::Delivered { status } => {
+            let latency = Duration::from_millis((now - d.committed_ms).max(0) as u64);
+            metrics.delivery(&w.name, "delivered", Some(latency));
+            tracing::debug!(webhook = %w.name, event = %d.event_id, status, took_ms, "delivered");
+        }
+        AttemptOutcome::Failed { status, error, next_attempt_ms } => {
+            metrics.delivery(&w.name, "failed", None);
+            tracing::warn!(webhook = %w.name, event = %d.event_id, attempt = attempts, status, error = %error,
+                retry_in_s = (next_attempt_ms - now) / 1000, took_ms, "delivery failed; will retry");
+        }
+        AttemptOutcome::Dead { status, error } => {
+            metrics.delivery(&w.name, "dead", None);
+            tracing::error!(webhook = %w.name, event = %d.event_id, attempt = attempts, status, error = %error,
+                "delivery ran out of attempts; see `bansync deliveries dead`");
+        }
+        AttemptOutcome::Gone => {
+            metrics.delivery(&w.name, "gone", None);
+            tracing::error!(webhook = %w.name, event = %d.event_id,
+                "receiver answered 410 Gone: webhook disabled until the configuration is reloaded with it");
+        }
+    }
+    Some(outcome)
+}
+
+/// Splits store notices: deliveries to the dispatcher, the rest to their owners.
+pub fn route_notices(
+    mut rx: mpsc::UnboundedReceiver<Notice>,
+    deliveries: mpsc::UnboundedSender<OwedDelivery>,
+    propagation: mpsc::UnboundedSender<()>,
+    expiry: mpsc::UnboundedSender<()>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(n) = rx.recv().await {
+            match n {
+                Notice::Delivery(d) => {
+                    let _ = deliveries.send(d);
+                }
+                Notice::Propagation => {
+                    let _ = propagation.send(());
+                }
+                Notice::ExpiryChanged => {
+                    let _ = expiry.send(());
+                }
+            }
+        }
+    })
+}
+
+/// Names of webhooks seen in a set, for tests and status.
+pub fn names(hooks: &[WebhookSettings]) -> HashSet<String> {
+    hooks.iter().map(|h| h.name.clone()).collect()
+}

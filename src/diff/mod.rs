@@ -1,0 +1,193 @@
+//! The diff: from what is stored about a source and one complete walk of
+//! its list, the changes to emit and the new stored state. Pure code, no
+//! I/O, so it is tested exhaustively.
+//!
+//! Per stored entry the state machine is:
+//!
+//! ```text
+//!            seen                       missing once        missing twice
+//!  (new) ───────────▶ Present ───────────────▶ AbsentOnce ───────────▶ (gone: *.lifted / block.removed)
+//!                      ▲  │ end passed              │ seen again (no event, or *.updated)
+//!                      │  ▼ (ban.expired)           ▼
+//!  seen with a later ─ Expired ◀─────────────── Present
+//!  end: ban.added      │ missing: dropped silently
+//! ```
+//!
+//! An absence is never reported on the strength of one walk: offsets shift
+//! when a list changes mid-walk, so a still-banned account can be skipped.
+
+use std::collections::HashMap;
+
+use crate::config::Initial;
+use crate::event::{Change, EventType};
+use crate::source::SourceKind;
+use crate::tencent::Entry;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryState {
+    /// On the list at the last complete walk.
+    Present,
+    /// Missing from the last complete walk; one more miss confirms it.
+    AbsentOnce,
+    /// A ban whose end has passed and been reported (`ban.expired`).
+    Expired,
+}
+
+impl EntryState {
+    pub fn code(self) -> i64 {
+        match self {
+            EntryState::Present => 0,
+            EntryState::AbsentOnce => 1,
+            EntryState::Expired => 2,
+        }
+    }
+
+    pub fn from_code(c: i64) -> EntryState {
+        match c {
+            1 => EntryState::AbsentOnce,
+            2 => EntryState::Expired,
+            _ => EntryState::Present,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub account: String,
+    pub value: i64,
+    pub state: EntryState,
+}
+
+impl StoredEntry {
+    /// The end time the expiry timer watches: set for bans still running.
+    pub fn expires_at(&self, kind: SourceKind) -> Option<i64> {
+        (kind.is_ban_list() && self.state != EntryState::Expired).then_some(self.value)
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DiffOutcome {
+    /// In a fixed order (by account), so equal inputs give equal logs.
+    pub changes: Vec<Change>,
+    pub upserts: Vec<StoredEntry>,
+    pub deletes: Vec<String>,
+}
+
+impl DiffOutcome {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.upserts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// Diffs one complete walk against the stored entries.
+///
+/// * `now` is Unix seconds (ban ends are compared with it); `now_ms` stamps
+///   detected changes.
+/// * `first_walk` with [`Initial::Baseline`] records the list and emits
+///   nothing.
+pub fn diff(
+    kind: SourceKind,
+    stored: &[StoredEntry],
+    walked: &[Entry],
+    now_ms: i64,
+    first_walk: bool,
+    initial: Initial,
+) -> DiffOutcome {
+    let now = now_ms.div_euclid(1000);
+    let bans = kind.is_ban_list();
+    let ended = |until: i64| bans && until <= now;
+    let emit_new = !(first_walk && initial == Initial::Baseline);
+    let mut by_account: HashMap<&str, &StoredEntry> = stored.iter().map(|s| (s.account.as_str(), s)).collect();
+    let mut out = DiffOutcome::default();
+    let present = |account: &str, value: i64, state| StoredEntry { account: account.into(), value, state };
+
+    for w in walked {
+        let account = w.account.as_str();
+        match by_account.remove(account) {
+            None => {
+                // A ban whose end has already passed is not a ban any more.
+                if ended(w.value) {
+                    continue;
+                }
+                if emit_new {
+                    out.changes.push(Change::entry(EventType::added(kind), account, w.value, None, now_ms));
+                }
+                out.upserts.push(present(account, w.value, EntryState::Present));
+            }
+            Some(s) if s.state == EntryState::Expired => {
+                if !ended(w.value) {
+                    // Banned again after the previous ban ended.
+                    out.changes.push(Change::entry(EventType::BanAdded, account, w.value, None, now_ms));
+                    out.upserts.push(present(account, w.value, EntryState::Present));
+                } else if s.value != w.value {
+                    out.upserts.push(present(account, w.value, EntryState::Expired));
+                }
+            }
+            Some(s) => {
+                if s.value != w.value {
+                    out.changes.push(Change::entry(EventType::updated(kind), account, w.value, Some(s.value), now_ms));
+                    if ended(w.value) {
+                        // Shortened to an end already past: over now.
+                        out.changes.push(Change::entry(EventType::BanExpired, account, w.value, None, w.value * 1000));
+                        out.upserts.push(present(account, w.value, EntryState::Expired));
+                    } else {
+                        out.upserts.push(present(account, w.value, EntryState::Present));
+                    }
+                } else if ended(w.value) {
+                    // The expiry timer has not fired yet; report it once, here.
+                    out.changes.push(Change::entry(EventType::BanExpired, account, w.value, None, w.value * 1000));
+                    out.upserts.push(present(account, w.value, EntryState::Expired));
+                } else if s.state == EntryState::AbsentOnce {
+                    // It was skipped by a shifting walk, not removed.
+                    out.upserts.push(present(account, w.value, EntryState::Present));
+                }
+            }
+        }
+    }
+
+    // What the walk did not see.
+    for s in by_account.into_values() {
+        let account = s.account.as_str();
+        match s.state {
+            EntryState::Expired => out.deletes.push(s.account.clone()),
+            _ if ended(s.value) => {
+                out.changes.push(Change::entry(EventType::BanExpired, account, s.value, None, s.value * 1000));
+                out.deletes.push(s.account.clone());
+            }
+            EntryState::Present => out.upserts.push(present(account, s.value, EntryState::AbsentOnce)),
+            EntryState::AbsentOnce => {
+                out.changes.push(Change::entry(EventType::removed(kind), account, s.value, None, now_ms));
+                out.deletes.push(s.account.clone());
+            }
+        }
+    }
+
+    out.changes.sort_by(|a, b| a.account.cmp(&b.account).then(a.kind.cmp(&b.kind)));
+    out.upserts.sort_by(|a, b| a.account.cmp(&b.account));
+    out.deletes.sort();
+    out
+}
+
+/// Order-independent fingerprint of a walked list. When a walk's digest
+/// equals the last one and no absence awaits confirmation, the diff is
+/// known to be empty and the stored entries need not be read.
+pub fn digest(entries: &[Entry]) -> [u8; 24] {
+    use std::hash::{Hash, Hasher};
+    let (mut sum, mut mix) = (0u64, 0u64);
+    for e in entries {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        e.account.hash(&mut h);
+        e.value.hash(&mut h);
+        let x = h.finish();
+        sum = sum.wrapping_add(x);
+        mix = mix.wrapping_add(x.rotate_left(29).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD6E8_FEB8_6659_FD93);
+    }
+    let mut d = [0u8; 24];
+    d[..8].copy_from_slice(&sum.to_le_bytes());
+    d[8..16].copy_from_slice(&mix.to_le_bytes());
+    d[16..].copy_from_slice(&(entries.len() as u64).to_le_bytes());
+    d
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,227 @@
+use super::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const NOW: i64 = 1_800_000_000;
+const NOW_MS: i64 = NOW * 1000;
+
+fn st(a: &str, v: i64, s: EntryState) -> StoredEntry {
+    StoredEntry { account: a.into(), value: v, state: s }
+}
+
+fn types(o: &DiffOutcome) -> Vec<(&'static str, String)> {
+    o.changes.iter().map(|c| (c.kind.as_str(), c.account.clone().unwrap_or_default())).collect()
+}
+
+fn apply(stored: &[StoredEntry], o: &DiffOutcome) -> Vec<StoredEntry> {
+    let mut m: BTreeMap<String, StoredEntry> = stored.iter().map(|s| (s.account.clone(), s.clone())).collect();
+    for d in &o.deletes {
+        m.remove(d);
+    }
+    for u in &o.upserts {
+        m.insert(u.account.clone(), u.clone());
+    }
+    m.into_values().collect()
+}
+
+#[test]
+fn new_entry_is_added_unless_baseline() {
+    let w = [Entry::new("u", NOW + 60)];
+    let o = diff(SourceKind::Room, &[], &w, NOW_MS, false, Initial::Baseline);
+    assert_eq!(types(&o), [("ban.added", "u".into())]);
+    let o = diff(SourceKind::Room, &[], &w, NOW_MS, true, Initial::Baseline);
+    assert!(o.changes.is_empty());
+    assert_eq!(o.upserts, [st("u", NOW + 60, EntryState::Present)]);
+    let o = diff(SourceKind::Blocklist, &[], &[Entry::new("b", 5)], NOW_MS, true, Initial::Emit);
+    assert_eq!(types(&o), [("block.added", "b".into())]);
+}
+
+#[test]
+fn changed_end_is_updated_with_previous() {
+    let s = [st("u", NOW + 60, EntryState::Present)];
+    let o = diff(SourceKind::Group, &s, &[Entry::new("u", NOW + 120)], NOW_MS, false, Initial::Baseline);
+    assert_eq!(types(&o), [("ban.updated", "u".into())]);
+    assert_eq!(o.changes[0].previous, Some(NOW + 60));
+    assert_eq!(o.changes[0].value, Some(NOW + 120));
+}
+
+#[test]
+fn absence_needs_two_walks() {
+    let s = [st("u", NOW + 60, EntryState::Present)];
+    let o = diff(SourceKind::Room, &s, &[], NOW_MS, false, Initial::Baseline);
+    assert!(o.changes.is_empty(), "one walk never reports an absence");
+    let s2 = apply(&s, &o);
+    assert_eq!(s2, [st("u", NOW + 60, EntryState::AbsentOnce)]);
+    let o = diff(SourceKind::Room, &s2, &[], NOW_MS, false, Initial::Baseline);
+    assert_eq!(types(&o), [("ban.lifted", "u".into())]);
+    assert!(apply(&s2, &o).is_empty());
+}
+
+#[test]
+fn skipped_then_seen_again_is_silent() {
+    let s = [st("u", NOW + 60, EntryState::AbsentOnce)];
+    let o = diff(SourceKind::Room, &s, &[Entry::new("u", NOW + 60)], NOW_MS, false, Initial::Baseline);
+    assert!(o.changes.is_empty());
+    assert_eq!(o.upserts, [st("u", NOW + 60, EntryState::Present)]);
+}
+
+#[test]
+fn block_removed_and_updated() {
+    let s = [st("a", 10, EntryState::AbsentOnce), st("b", 20, EntryState::Present)];
+    let o = diff(SourceKind::Blocklist, &s, &[Entry::new("b", 30)], NOW_MS, false, Initial::Baseline);
+    assert_eq!(types(&o), [("block.removed", "a".into()), ("block.updated", "b".into())]);
+}
+
+#[test]
+fn blocks_never_expire() {
+    let s = [st("a", 10, EntryState::Present)];
+    let o = diff(SourceKind::Blocklist, &s, &[Entry::new("a", 10)], NOW_MS, false, Initial::Baseline);
+    assert!(o.is_empty());
+}
+
+#[test]
+fn expiry_found_by_a_walk_is_reported_once_at_its_end() {
+    let s = [st("u", NOW - 5, EntryState::Present)];
+    let o = diff(SourceKind::Room, &s, &[Entry::new("u", NOW - 5)], NOW_MS, false, Initial::Baseline);
+    assert_eq!(types(&o), [("ban.expired", "u".into())]);
+    assert_eq!(o.changes[0].at_ms, (NOW - 5) * 1000);
+    let s2 = apply(&s, &o);
+    let o = diff(SourceKind::Room, &s2, &[Entry::new("u", NOW - 5)], NOW_MS, false, Initial::Baseline);
+    assert!(o.is_empty(), "once only");
+    let o = diff(SourceKind::Room, &s2, &[], NOW_MS, false, Initial::Baseline);
+    assert!(o.changes.is_empty(), "an expired ban that disappears emits nothing more");
+    assert_eq!(o.deletes, ["u"]);
+}
+
+#[test]
+fn ended_ban_missing_is_expired_not_lifted() {
+    let s = [st("u", NOW - 5, EntryState::AbsentOnce)];
+    let o = diff(SourceKind::Room, &s, &[], NOW_MS, false, Initial::Baseline);
+    assert_eq!(types(&o), [("ban.expired", "u".into())]);
+}
+
+#[test]
+fn rebanned_after_expiry_is_added() {
+    let s = [st("u", NOW - 5, EntryState::Expired)];
+    let o = diff(SourceKind::Group, &s, &[Entry::new("u", NOW + 600)], NOW_MS, false, Initial::Baseline);
+    assert_eq!(types(&o), [("ban.added", "u".into())]);
+}
+
+#[test]
+fn already_ended_unknown_ban_is_ignored() {
+    let o = diff(SourceKind::Room, &[], &[Entry::new("u", NOW - 1)], NOW_MS, false, Initial::Emit);
+    assert!(o.is_empty());
+}
+
+#[test]
+fn digest_is_order_independent_and_sensitive() {
+    let a = [Entry::new("x", 1), Entry::new("y", 2)];
+    let b = [Entry::new("y", 2), Entry::new("x", 1)];
+    assert_eq!(digest(&a), digest(&b));
+    assert_ne!(digest(&a), digest(&[Entry::new("x", 1), Entry::new("y", 3)]));
+    assert_ne!(digest(&a), digest(&a[..1]));
+}
+
+/// What a consumer believes from the events: the running bans/blocks.
+fn visible(kind: SourceKind, stored: &[StoredEntry]) -> BTreeMap<String, i64> {
+    stored
+        .iter()
+        .filter(|s| s.state != EntryState::Expired && !(kind.is_ban_list() && s.value <= NOW))
+        .map(|s| (s.account.clone(), s.value))
+        .collect()
+}
+
+fn replay(mut view: BTreeMap<String, i64>, changes: &[Change]) -> BTreeMap<String, i64> {
+    for c in changes {
+        let a = c.account.clone().unwrap();
+        match c.kind {
+            EventType::BanAdded | EventType::BlockAdded => {
+                assert!(!view.contains_key(&a), "added twice: {a}");
+                view.insert(a, c.value.unwrap());
+            }
+            EventType::BanUpdated | EventType::BlockUpdated => {
+                assert_eq!(view.get(&a), c.previous.as_ref(), "updated from a value not held: {a}");
+                view.insert(a, c.value.unwrap());
+            }
+            EventType::BanExpired | EventType::BanLifted | EventType::BlockRemoved => {
+                view.remove(&a);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    view
+}
+
+fn arb_kind() -> impl Strategy<Value = SourceKind> {
+    prop_oneof![Just(SourceKind::Room), Just(SourceKind::Group), Just(SourceKind::Blocklist)]
+}
+
+fn arb_state() -> impl Strategy<Value = EntryState> {
+    prop_oneof![Just(EntryState::Present), Just(EntryState::AbsentOnce), Just(EntryState::Expired)]
+}
+
+/// Small account and value alphabets so that collisions (same account in
+/// both lists, equal values, ends around `NOW`) are common.
+fn arb_stored() -> impl Strategy<Value = Vec<StoredEntry>> {
+    proptest::collection::btree_map(0u8..12, (NOW - 3..NOW + 3, arb_state()), 0..10).prop_map(|m| {
+        m.into_iter()
+            .map(|(a, (v, s))| {
+                // Only ended bans can be in the Expired state.
+                let s = if s == EntryState::Expired && v > NOW { EntryState::Present } else { s };
+                st(&format!("u{a}"), v, s)
+            })
+            .collect()
+    })
+}
+
+fn arb_walk() -> impl Strategy<Value = Vec<Entry>> {
+    proptest::collection::btree_map(0u8..12, NOW - 3..NOW + 3, 0..10)
+        .prop_map(|m| m.into_iter().map(|(a, v)| Entry::new(format!("u{a}"), v)).collect())
+}
+
+proptest! {
+    #[test]
+    fn events_carry_the_old_view_to_the_new(kind in arb_kind(), stored in arb_stored(), walked in arb_walk()) {
+        // Blocklists have no Expired state.
+        let stored: Vec<_> = stored.into_iter().map(|mut s| {
+            if kind == SourceKind::Blocklist && s.state == EntryState::Expired { s.state = EntryState::Present; }
+            s
+        }).collect();
+        // The view before: what earlier events announced. An ended ban whose
+        // expiry is still due counts as running until its event.
+        let before: BTreeMap<String, i64> = stored.iter()
+            .filter(|s| s.state != EntryState::Expired)
+            .map(|s| (s.account.clone(), s.value)).collect();
+        let o = diff(kind, &stored, &walked, NOW_MS, false, Initial::Baseline);
+        let after = apply(&stored, &o);
+        prop_assert_eq!(replay(before, &o.changes), visible(kind, &after));
+    }
+
+    #[test]
+    fn an_unchanged_list_emits_nothing(kind in arb_kind(), walked in arb_walk()) {
+        let first = diff(kind, &[], &walked, NOW_MS, false, Initial::Emit);
+        let stored = apply(&[], &first);
+        let again = diff(kind, &stored, &walked, NOW_MS, false, Initial::Emit);
+        prop_assert!(again.changes.is_empty());
+        prop_assert!(again.upserts.is_empty() && again.deletes.is_empty());
+    }
+
+    #[test]
+    fn one_missing_walk_never_removes(kind in arb_kind(), stored in arb_stored(), walked in arb_walk()) {
+        let present: Vec<_> = stored.into_iter()
+            .filter(|s| s.state == EntryState::Present && s.value > NOW)
+            .collect();
+        let o = diff(kind, &present, &walked, NOW_MS, false, Initial::Baseline);
+        prop_assert!(o.changes.iter().all(|c| !matches!(c.kind, EventType::BanLifted | EventType::BlockRemoved)));
+    }
+
+    #[test]
+    fn diff_is_deterministic_whatever_the_walk_order(kind in arb_kind(), stored in arb_stored(), walked in arb_walk()) {
+        let mut rev = walked.clone();
+        rev.reverse();
+        prop_assert_eq!(
+            diff(kind, &stored, &walked, NOW_MS, false, Initial::Emit),
+            diff(kind, &stored, &rev, NOW_MS, false, Initial::Emit)
+        );
+    }
+}

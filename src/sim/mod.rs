@@ -1,0 +1,600 @@
+//! `bansync sim`: a simulator of the vendor's REST endpoints, good enough
+//! to stand in for the vendor in tests, benchmarks and the demo: real
+//! pagination over the lists it holds, UserSig verification, the per-API
+//! rate limit in a rolling one-second window, the vendor's error codes, and
+//! a control API (`/sim/...`, see the README) to change lists and inject
+//! faults.
+
+pub mod state;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::tencent::{Api, usersig};
+pub use state::{Fault, ListKind, Mutation, SimState};
+
+/// The simulator's app, for the demo and tests.
+pub const DEMO_SDKAPPID: u64 = 1400000000;
+pub const DEMO_IDENTIFIER: &str = "administrator";
+pub const DEMO_KEY: &str = "bansync-demo-secret-key-0123456789abcdef";
+
+pub type Shared = Arc<Mutex<SimState>>;
+
+fn unix_now() -> i64 {
+    crate::store::now_ms() / 1000
+}
+
+/// Builds the simulator's router over `state`.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/v4/{service}/{command}", post(vendor))
+        .route("/sim/ban", post(ctl_ban))
+        .route("/sim/unban", post(ctl_unban))
+        .route("/sim/block", post(ctl_block))
+        .route("/sim/unblock", post(ctl_unblock))
+        .route("/sim/create", post(ctl_create))
+        .route("/sim/destroy", post(ctl_destroy))
+        .route("/sim/seed", post(ctl_seed))
+        .route("/sim/fault", post(ctl_fault))
+        .route("/sim/faults/clear", post(ctl_clear_faults))
+        .route("/sim/mutate", post(ctl_mutate))
+        .route("/sim/stats", get(ctl_stats))
+        .route("/sim/stats/reset", post(ctl_reset_stats))
+        .route("/sim/list", get(ctl_list))
+        .route("/sim/config", post(ctl_config))
+        .with_state(state)
+}
+
+/// Serves the simulator on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Starts a simulator on a free loopback port; returns its address.
+pub async fn spawn(state: Shared) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = serve(listener, state, std::future::pending()).await;
+    });
+    Ok(addr)
+}
+
+pub fn new_state(sdkappid: u64, identifier: &str, key: &str, rate_limit: u32) -> Shared {
+    Arc::new(Mutex::new(SimState::new(sdkappid, identifier, key, rate_limit)))
+}
+
+fn vendor_error(code: i64, info: &str) -> Value {
+    json!({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": info, "ErrorDisplay": ""})
+}
+
+/// What a vendor handler decides under the lock; the answer is sent after
+/// any injected latency, without holding the lock.
+struct Answer {
+    status: StatusCode,
+    body: Vec<u8>,
+    latency: Option<Duration>,
+}
+
+impl Answer {
+    fn json(v: Value) -> Answer {
+        Answer { status: StatusCode::OK, body: serde_json::to_vec(&v).unwrap(), latency: None }
+    }
+}
+
+async fn vendor(
+    State(state): State<Shared>,
+    Path((service, command)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let answer = {
+        let mut s = state.lock().unwrap();
+        handle(&mut s, &format!("{service}/{command}"), &q, &body)
+    };
+    if let Some(d) = answer.latency {
+        tokio::time::sleep(d).await;
+    }
+    (answer.status, [("content-type", "application/json")], answer.body).into_response()
+}
+
+fn handle(s: &mut SimState, path: &str, q: &HashMap<String, String>, body: &[u8]) -> Answer {
+    let Some(api) = Api::from_path(path) else {
+        return Answer::json(vendor_error(60002, "unknown service or command"));
+    };
+    s.request_seq += 1;
+    let request_id = format!("Id-sim-{}", s.request_seq);
+    // The envelope checks come in the vendor's order.
+    match q.get("sdkappid").map(|v| v.parse::<u64>()) {
+        None => return err(s, api, 60012, "sdkappid missing"),
+        Some(Err(_)) | Some(Ok(0)) => return err(s, api, 60006, "SDKAppID invalid"),
+        Some(Ok(id)) if id != s.sdkappid => return err(s, api, 60006, "SDKAppID invalid"),
+        _ => {}
+    }
+    if q.get("contenttype").map(String::as_str) != Some("json") {
+        return err(s, api, 60002, "contenttype must be json");
+    }
+    if q.get("random").and_then(|r| r.parse::<u32>().ok()).is_none() {
+        return err(s, api, 60002, "random must be a 32-bit unsigned integer");
+    }
+    let Some(identifier) = q.get("identifier") else { return err(s, api, 60015, "identifier missing") };
+    let sig = q.get("usersig").map(String::as_str).unwrap_or("");
+    let now = unix_now();
+    let cached = s.sig_cache.get(sig).is_some_and(|exp| (now as u64) <= *exp);
+    if !cached {
+        match usersig::verify(sig, &s.key, s.sdkappid, identifier, now as u64) {
+            Ok(f) => {
+                if s.sig_cache.len() > 10_000 {
+                    s.sig_cache.clear();
+                }
+                s.sig_cache.insert(sig.to_string(), f.time + f.expire);
+            }
+            Err(e) => return err(s, api, e.vendor_code(), &e.to_string()),
+        }
+    }
+    if *identifier != s.identifier {
+        return err(s, api, 60010, "identifier is not an App admin");
+    }
+    if !s.admit(api, Instant::now()) {
+        return Answer::json(vendor_error(60007, "REST API call frequency over the limit"));
+    }
+    let req: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return err(s, api, 60003, "request body is not a JSON object"),
+    };
+    let (target, offset) = target_of(api, &req);
+    let fault = s.take_fault(api, &target, offset);
+    let latency = fault.as_ref().and_then(|f| f.latency_ms).map(Duration::from_millis);
+    if let Some(f) = &fault {
+        if let Some(code) = f.http_status {
+            count(s, api, false);
+            return Answer { status: StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY), body: b"<html>bad gateway</html>".to_vec(), latency };
+        }
+        if let Some(code) = f.error_code {
+            let mut a = err(s, api, code, "injected fault");
+            a.latency = latency;
+            return a;
+        }
+    }
+    let mut v = match answer(s, api, &req, now) {
+        Ok(v) => {
+            count(s, api, true);
+            v
+        }
+        Err((code, info)) => return err(s, api, code, &info),
+    };
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("RequestId".into(), json!(request_id));
+    }
+    let mut a = Answer::json(v);
+    a.latency = latency;
+    if let Some(m) = fault.as_ref().and_then(|f| f.malformed.as_deref()) {
+        a.body = malform(m, a.body, offset);
+    }
+    a
+}
+
+fn count(s: &mut SimState, api: Api, ok: bool) {
+    let st = s.stats.entry(api.path()).or_default();
+    if ok { st.ok += 1 } else { st.errors += 1 }
+}
+
+fn err(s: &mut SimState, api: Api, code: i64, info: &str) -> Answer {
+    count(s, api, false);
+    let mut v = vendor_error(code, info);
+    v["RequestId"] = json!(format!("Id-sim-{}", s.request_seq));
+    Answer::json(v)
+}
+
+fn malform(how: &str, body: Vec<u8>, offset: u64) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let cursor = |v: &mut Value, f: &dyn Fn(&mut Value)| {
+        for key in ["NextOffset", "StartIndex"] {
+            if let Some(c) = v.get_mut(key) {
+                f(c);
+            }
+            if let Some(c) = v.get_mut("Response").and_then(|r| r.get_mut(key)) {
+                f(c);
+            }
+        }
+    };
+    match how {
+        "truncated" => body[..body.len() / 2].to_vec(),
+        "garbage" => b"\x00\xffnot json at all".to_vec(),
+        "wrong_type" => {
+            for list in ["BannedAccountList", "BlackListItem"] {
+                if v.get(list).is_some() {
+                    v[list] = json!("oops");
+                }
+                if let Some(r) = v.get_mut("Response").and_then(|r| r.get_mut(list)) {
+                    *r = json!("oops");
+                }
+            }
+            serde_json::to_vec(&v).unwrap()
+        }
+        "no_cursor" => {
+            for key in ["NextOffset", "StartIndex"] {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove(key);
+                }
+                if let Some(r) = v.get_mut("Response").and_then(|r| r.as_object_mut()) {
+                    r.remove(key);
+                }
+            }
+            serde_json::to_vec(&v).unwrap()
+        }
+        // The cursor points back to the start: a walk that would never end.
+        // The cursor does not advance: a walk that would never end.
+        "stuck_cursor" => {
+            cursor(&mut v, &|c| *c = json!(offset));
+            serde_json::to_vec(&v).unwrap()
+        }
+        "skip_cursor" => {
+            cursor(&mut v, &|c| *c = json!(c.as_u64().unwrap_or(0) + 1000));
+            serde_json::to_vec(&v).unwrap()
+        }
+        "oversize" => {
+            let pad: Vec<Value> = (0..101).map(|i| json!({"Member_Account": format!("pad{i}"), "BannedUntil": 4_000_000_000i64})).collect();
+            if v.get("BannedAccountList").is_some() {
+                v["BannedAccountList"] = Value::Array(pad);
+            } else if let Some(r) = v.get_mut("Response") {
+                r["BannedAccountList"] = Value::Array(pad);
+            } else {
+                let pad: Vec<Value> = (0..1001).map(|i| json!({"To_Account": format!("pad{i}"), "AddBlackTimeStamp": 1})).collect();
+                v["BlackListItem"] = Value::Array(pad);
+            }
+            serde_json::to_vec(&v).unwrap()
+        }
+        _ => body,
+    }
+}
+
+fn target_of(api: Api, req: &Value) -> (String, u64) {
+    let s = |k: &str| req.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let n = |k: &str| req.get(k).and_then(Value::as_u64).unwrap_or(0);
+    match api {
+        Api::GroupBanList => (s("GroupId"), n("Offset")),
+        Api::RoomBanList => (s("RoomId"), n("Offset")),
+        Api::BlockList => (s("From_Account"), n("StartIndex")),
+        Api::RoomBan | Api::RoomUnban => (s("RoomId"), 0),
+        Api::GroupBan | Api::GroupUnban => (s("GroupId"), 0),
+    }
+}
+
+type Handled = Result<Value, (i64, String)>;
+
+fn field_str<'a>(req: &'a Value, k: &str, bad: i64) -> Result<&'a str, (i64, String)> {
+    req.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or((bad, format!("{k} missing or not a string")))
+}
+
+fn field_u64(req: &Value, k: &str, bad: i64, default: Option<u64>) -> Result<u64, (i64, String)> {
+    match req.get(k) {
+        None => default.ok_or((bad, format!("{k} missing"))),
+        Some(v) => v.as_u64().ok_or((bad, format!("{k} must be a non-negative integer"))),
+    }
+}
+
+fn accounts(req: &Value, k: &str, bad: i64, too_many: i64) -> Result<Vec<String>, (i64, String)> {
+    let list = req.get(k).and_then(Value::as_array).ok_or((bad, format!("{k} missing")))?;
+    if list.is_empty() {
+        return Err((bad, format!("{k} is empty")));
+    }
+    if list.len() > crate::tencent::api::MAX_ACCOUNTS_PER_BAN {
+        return Err((too_many, format!("{k} holds more than 20 accounts")));
+    }
+    list.iter().map(|a| a.as_str().map(str::to_string).ok_or((bad, format!("{k} holds a non-string")))).collect()
+}
+
+fn page(list: &mut state::List, offset: u64, limit: u64, now: i64, keep_expired: bool, bans: bool) -> (Vec<(String, i64)>, u64) {
+    if bans && !keep_expired {
+        list.purge_ended(now);
+    }
+    let start = (offset as usize).min(list.entries.len());
+    let end = (start + limit as usize).min(list.entries.len());
+    let items = list.entries[start..end].to_vec();
+    let next = if end < list.entries.len() { end as u64 } else { 0 };
+    (items, next)
+}
+
+fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
+    let keep = s.keep_expired;
+    match api {
+        Api::GroupBanList => {
+            let id = field_str(req, "GroupId", 10004)?.to_string();
+            let offset = field_u64(req, "Offset", 10004, None)?;
+            let limit = field_u64(req, "Limit", 10004, Some(20))?;
+            if limit == 0 || limit > 100 {
+                return Err((10004, "Limit must be 1 to 100".into()));
+            }
+            s.apply_mutations(ListKind::Group, &id, offset);
+            let list = s.groups.get_mut(&id).ok_or((10010, "group does not exist".to_string()))?;
+            let (items, next) = page(list, offset, limit, now, keep, true);
+            let list: Vec<Value> = items.into_iter().map(|(a, u)| json!({"Member_Account": a, "BannedUntil": u})).collect();
+            Ok(json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "BannedAccountList": list, "NextOffset": next}))
+        }
+        Api::RoomBanList => {
+            let id = field_str(req, "RoomId", 100002)?.to_string();
+            let offset = field_u64(req, "Offset", 100002, Some(0))?;
+            let limit = field_u64(req, "Limit", 100002, Some(10))?;
+            if limit == 0 || limit > 100 {
+                return Err((100002, "Limit must be 1 to 100".into()));
+            }
+            s.apply_mutations(ListKind::Room, &id, offset);
+            let list = s.rooms.get_mut(&id).ok_or((100004, "room does not exist".to_string()))?;
+            let (items, next) = page(list, offset, limit, now, keep, true);
+            let list: Vec<Value> = items.into_iter().map(|(a, u)| json!({"Member_Account": a, "BannedUntil": u})).collect();
+            Ok(json!({"ErrorCode": 0, "ErrorInfo": "", "ActionStatus": "OK", "Response": {"BannedAccountList": list, "NextOffset": next}}))
+        }
+        Api::BlockList => {
+            let id = field_str(req, "From_Account", 30001)?.to_string();
+            let start = field_u64(req, "StartIndex", 30001, None)?;
+            let max = field_u64(req, "MaxLimited", 30001, None)?;
+            field_u64(req, "LastSequence", 30001, None)?;
+            if max == 0 || max > 1000 {
+                return Err((30001, "MaxLimited must be 1 to 1000".into()));
+            }
+            s.apply_mutations(ListKind::User, &id, start);
+            let list = s.users.get_mut(&id).ok_or((30003, "account does not exist".to_string()))?;
+            let seq = list.entries.len() as u64;
+            let (items, next) = page(list, start, max, now, keep, false);
+            let list: Vec<Value> = items.into_iter().map(|(a, t)| json!({"To_Account": a, "AddBlackTimeStamp": t})).collect();
+            Ok(json!({"BlackListItem": list, "StartIndex": next, "CurruentSequence": seq, "ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "ErrorDisplay": ""}))
+        }
+        Api::RoomBan => {
+            let id = field_str(req, "RoomId", 100002)?.to_string();
+            let members = accounts(req, "MemberList_Account", 100002, 100002)?;
+            let duration = field_u64(req, "Duration", 100002, None)?;
+            if duration == 0 {
+                return Err((100002, "Duration must be positive".into()));
+            }
+            if req.get("Reason").and_then(Value::as_str).is_some_and(|r| r.len() > 200) {
+                return Err((100002, "Reason longer than 200 bytes".into()));
+            }
+            let list = s.rooms.get_mut(&id).ok_or((100004, "room does not exist".to_string()))?;
+            for m in members {
+                list.upsert(&m, now + duration as i64);
+            }
+            Ok(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}))
+        }
+        Api::RoomUnban => {
+            let id = field_str(req, "RoomId", 100002)?.to_string();
+            let members = accounts(req, "MemberList_Account", 100002, 100002)?;
+            let list = s.rooms.get_mut(&id).ok_or((100004, "room does not exist".to_string()))?;
+            for m in members {
+                list.remove(&m);
+            }
+            Ok(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}))
+        }
+        Api::GroupBan => {
+            let id = field_str(req, "GroupId", 10004)?.to_string();
+            let members = accounts(req, "Members_Account", 10004, 10005)?;
+            let duration = field_u64(req, "Duration", 10004, None)?;
+            let list = s.groups.get_mut(&id).ok_or((10010, "group does not exist".to_string()))?;
+            for m in members {
+                if duration == 0 {
+                    list.remove(&m);
+                } else {
+                    list.upsert(&m, now + duration as i64);
+                }
+            }
+            Ok(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}))
+        }
+        Api::GroupUnban => {
+            let id = field_str(req, "GroupId", 10004)?.to_string();
+            let members = accounts(req, "Members_Account", 10004, 10005)?;
+            let list = s.groups.get_mut(&id).ok_or((10010, "group does not exist".to_string()))?;
+            for m in members {
+                list.remove(&m);
+            }
+            Ok(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}))
+        }
+    }
+}
+
+// ---- control API ----
+
+#[derive(Debug, Deserialize)]
+struct Target {
+    group: Option<String>,
+    room: Option<String>,
+    user: Option<String>,
+    account: Option<String>,
+    #[serde(default)]
+    accounts: Vec<String>,
+    until: Option<i64>,
+    duration: Option<i64>,
+    at: Option<i64>,
+}
+
+impl Target {
+    fn list(&self) -> Result<(ListKind, String), Response> {
+        match (&self.group, &self.room, &self.user) {
+            (Some(g), None, None) => Ok((ListKind::Group, g.clone())),
+            (None, Some(r), None) => Ok((ListKind::Room, r.clone())),
+            (None, None, Some(u)) => Ok((ListKind::User, u.clone())),
+            _ => Err(bad("name exactly one of group, room, user")),
+        }
+    }
+
+    fn accounts(&self) -> Vec<String> {
+        self.account.iter().cloned().chain(self.accounts.iter().cloned()).collect()
+    }
+}
+
+fn bad(msg: &str) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": msg}))).into_response()
+}
+
+fn ok(v: Value) -> Response {
+    axum::Json(v).into_response()
+}
+
+async fn ctl_ban(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
+    let (kind, id) = match t.list() {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let until = match (t.until, t.duration) {
+        (Some(u), None) => u,
+        (None, Some(d)) => unix_now() + d,
+        _ => return bad("give until (Unix seconds) or duration (seconds)"),
+    };
+    let mut s = st.lock().unwrap();
+    let list = s.lists(kind).entry(id).or_default();
+    for a in t.accounts() {
+        list.upsert(&a, until);
+    }
+    ok(json!({"banned_until": until}))
+}
+
+async fn ctl_unban(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
+    let (kind, id) = match t.list() {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let mut s = st.lock().unwrap();
+    let mut n = 0;
+    if let Some(list) = s.lists(kind).get_mut(&id) {
+        for a in t.accounts() {
+            n += usize::from(list.remove(&a));
+        }
+    }
+    ok(json!({"removed": n}))
+}
+
+async fn ctl_block(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
+    let Some(user) = t.user.clone() else { return bad("user missing") };
+    let at = t.at.unwrap_or_else(unix_now);
+    let mut s = st.lock().unwrap();
+    let list = s.users.entry(user).or_default();
+    for a in t.accounts() {
+        list.upsert(&a, at);
+    }
+    ok(json!({"blocked_at": at}))
+}
+
+async fn ctl_unblock(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
+    ctl_unban(State(st), axum::Json(t)).await
+}
+
+async fn ctl_create(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
+    match t.list() {
+        Ok((kind, id)) => {
+            st.lock().unwrap().lists(kind).entry(id).or_default();
+            ok(json!({}))
+        }
+        Err(r) => r,
+    }
+}
+
+async fn ctl_destroy(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
+    match t.list() {
+        Ok((kind, id)) => {
+            let existed = st.lock().unwrap().lists(kind).remove(&id).is_some();
+            ok(json!({"existed": existed}))
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SeedSpec {
+    kind: ListKind,
+    prefix: String,
+    count: usize,
+    entries: usize,
+    /// Seconds from now that seeded bans end (default a day).
+    #[serde(default)]
+    ttl: Option<i64>,
+}
+
+async fn ctl_seed(State(st): State<Shared>, axum::Json(specs): axum::Json<Vec<SeedSpec>>) -> Response {
+    let now = unix_now();
+    let mut s = st.lock().unwrap();
+    let mut lists = 0;
+    for spec in specs {
+        let value = if spec.kind == ListKind::User { now - 3600 } else { now + spec.ttl.unwrap_or(86_400) };
+        for i in 0..spec.count {
+            let entries = (0..spec.entries).map(|j| (format!("u{j}"), value)).collect();
+            s.lists(spec.kind).insert(format!("{}{i}", spec.prefix), state::List { entries });
+            lists += 1;
+        }
+    }
+    ok(json!({"lists": lists}))
+}
+
+async fn ctl_fault(State(st): State<Shared>, axum::Json(f): axum::Json<Fault>) -> Response {
+    st.lock().unwrap().faults.push((f, 0));
+    ok(json!({}))
+}
+
+async fn ctl_clear_faults(State(st): State<Shared>) -> Response {
+    let mut s = st.lock().unwrap();
+    s.faults.clear();
+    s.mutations.clear();
+    ok(json!({}))
+}
+
+async fn ctl_mutate(State(st): State<Shared>, axum::Json(m): axum::Json<Mutation>) -> Response {
+    st.lock().unwrap().mutations.push(m);
+    ok(json!({}))
+}
+
+async fn ctl_stats(State(st): State<Shared>) -> Response {
+    let s = st.lock().unwrap();
+    ok(serde_json::to_value(&s.stats).unwrap())
+}
+
+async fn ctl_reset_stats(State(st): State<Shared>) -> Response {
+    let mut s = st.lock().unwrap();
+    s.stats.clear();
+    s.windows.clear();
+    ok(json!({}))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    kind: ListKind,
+    id: String,
+}
+
+async fn ctl_list(State(st): State<Shared>, Query(q): Query<ListQuery>) -> Response {
+    let mut s = st.lock().unwrap();
+    match s.lists(q.kind).get(&q.id) {
+        Some(l) => ok(json!(l.entries)),
+        None => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such list"}))).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimConfigChange {
+    rate_limit: Option<u32>,
+    keep_expired: Option<bool>,
+}
+
+async fn ctl_config(State(st): State<Shared>, axum::Json(c): axum::Json<SimConfigChange>) -> Response {
+    let mut s = st.lock().unwrap();
+    if let Some(r) = c.rate_limit {
+        s.rate_limit = r.max(1);
+    }
+    if let Some(k) = c.keep_expired {
+        s.keep_expired = k;
+    }
+    ok(json!({"rate_limit": s.rate_limit, "keep_expired": s.keep_expired}))
+}

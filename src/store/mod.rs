@@ -1,0 +1,267 @@
+//! The SQLite store. One writer thread owns the read-write connection and
+//! group-commits: each job runs in its own savepoint inside a shared
+//! transaction, so many small writes cost one commit while each job stays
+//! atomic on its own. Replies are sent only after the commit succeeded.
+
+mod schema;
+pub mod ops;
+pub mod queries;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::config::{PropagateRule, WebhookSettings};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sql(String),
+    #[error("store: commit failed: {0}")]
+    Commit(String),
+    #[error("store: {0}")]
+    Invalid(String),
+    #[error("store: the writer has stopped")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A delivery owed to a webhook, as the dispatcher needs it.
+#[derive(Debug, Clone)]
+pub struct OwedDelivery {
+    pub id: i64,
+    pub webhook: Arc<str>,
+    pub source_id: i64,
+    pub event_id: Arc<str>,
+    pub body: Arc<str>,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub committed_ms: i64,
+}
+
+/// What the writer tells other parts after a commit.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    Delivery(OwedDelivery),
+    /// Mirror actions were queued.
+    Propagation,
+    /// Ban end times changed: the expiry timer should look again.
+    ExpiryChanged,
+}
+
+/// What the writer knows of the configuration when it emits events.
+#[derive(Debug, Clone, Default)]
+pub struct EmitConfig {
+    pub app: u64,
+    pub webhooks: Vec<WebhookSettings>,
+    pub propagate: Vec<PropagateRule>,
+}
+
+/// The state a job runs against: the connection inside the open
+/// transaction, the notices it queues, the current emit configuration.
+pub struct Ctx<'a> {
+    pub conn: &'a Connection,
+    pub emit: &'a EmitConfig,
+    notices: Vec<Notice>,
+}
+
+impl Ctx<'_> {
+    pub fn notify(&mut self, n: Notice) {
+        self.notices.push(n);
+    }
+}
+
+type Finish = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+enum Job {
+    Run(Box<dyn FnOnce(&mut Ctx<'_>) -> Finish + Send>),
+    SetEmit(EmitConfig),
+}
+
+/// A cheap, cloneable handle to the writer thread.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Job>,
+    path: Arc<PathBuf>,
+}
+
+/// Opens a connection with the settings every connection needs.
+pub fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(|e| StoreError::Sql(format!("cannot open `{}`: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL lets readers (the CLI, /metrics) run beside the writer.
+    // synchronous=NORMAL: a commit survives a process crash; a power cut
+    // may lose the last commits but never corrupts the file.
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+    Ok(conn)
+}
+
+/// Applies every migration the file has not seen yet.
+pub fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = schema::MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::Invalid(format!(
+            "the database is at schema version {version}, newer than this bansync knows ({known}): refusing to touch it"
+        )));
+    }
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating and migrating) the store and starts its writer.
+    /// Notices go to `notices` after each commit.
+    pub fn open(path: &Path, emit: EmitConfig, notices: Option<tokio::sync::mpsc::UnboundedSender<Notice>>) -> Result<Store> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Sql(format!("cannot create `{}`: {e}", dir.display())))?;
+        }
+        let conn = connect(path)?;
+        migrate(&conn)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("bansync-store".into())
+            .spawn(move || writer_loop(conn, rx, emit, notices))
+            .map_err(|e| StoreError::Sql(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store { tx, path: Arc::new(path.to_path_buf()) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in its own savepoint; the reply comes after the commit.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.job(f, false).await
+    }
+
+    /// Runs `f` and rolls it back: for `--dry-run`, which must store nothing.
+    pub async fn dry_run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.job(f, true).await
+    }
+
+    async fn job<T, F>(&self, f: F, rollback: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Run(Box::new(move |ctx: &mut Ctx<'_>| -> Finish {
+            let mark = ctx.notices.len();
+            if let Err(e) = ctx.conn.execute_batch("SAVEPOINT job") {
+                let _ = reply.send(Err(StoreError::from(e)));
+                return Box::new(|_| {});
+            }
+            let r = f(ctx);
+            let undo = rollback || r.is_err();
+            let end = if undo { "ROLLBACK TO job; RELEASE job" } else { "RELEASE job" };
+            if undo {
+                ctx.notices.truncate(mark);
+            }
+            let r = match (r, ctx.conn.execute_batch(end)) {
+                (Ok(_), Err(e)) => Err(StoreError::from(e)),
+                (r, _) => r,
+            };
+            match r {
+                Ok(v) if !rollback => Box::new(move |commit| {
+                    let _ = reply.send(commit.map(|_| v).map_err(StoreError::Commit));
+                }),
+                other => {
+                    let _ = reply.send(other);
+                    Box::new(|_| {})
+                }
+            }
+        }));
+        self.tx.send(job).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Replaces what the writer uses when emitting (webhooks, rules).
+    pub fn set_emit_config(&self, emit: EmitConfig) {
+        let _ = self.tx.send(Job::SetEmit(emit));
+    }
+}
+
+/// Most jobs per transaction: bounds the latency a big batch adds.
+const MAX_BATCH: usize = 512;
+
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    mut emit: EmitConfig,
+    notices: Option<tokio::sync::mpsc::UnboundedSender<Notice>>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut runs = Vec::with_capacity(batch.len());
+        for job in batch {
+            match job {
+                Job::SetEmit(e) => emit = e,
+                Job::Run(f) => runs.push(f),
+            }
+        }
+        if runs.is_empty() {
+            continue;
+        }
+        let mut ctx = Ctx { conn: &conn, emit: &emit, notices: Vec::new() };
+        let begin = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string());
+        let finishes: Vec<Finish> = match &begin {
+            Ok(()) => runs.into_iter().map(|f| f(&mut ctx)).collect(),
+            Err(_) => Vec::new(),
+        };
+        let commit = begin.and_then(|_| conn.execute_batch("COMMIT").map_err(|e| e.to_string()));
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, "store commit failed; the batch is rolled back and will be retried by its callers");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let sent = std::mem::take(&mut ctx.notices);
+        for f in finishes {
+            f(commit.clone());
+        }
+        if commit.is_ok()
+            && let Some(n) = &notices
+        {
+            for notice in sent {
+                let _ = n.send(notice);
+            }
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

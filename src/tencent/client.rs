@@ -1,0 +1,230 @@
+//! The vendor client: signs, paces, sends and classifies every call.
+//!
+//! One `TencentClient` is shared by every task: its pacers are the per-API
+//! rate limits, its sig cache is the one UserSig in use.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use serde::Serialize;
+
+use super::api::{Api, VendorResponse};
+use super::errors::{ApiError, ApiErrorKind, ErrorClass};
+use super::pacer::Pacer;
+use super::usersig;
+use crate::config::TencentSettings;
+use crate::metrics::Metrics;
+
+/// How often and how patiently to retry; tests compress it.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries of transient failures (after the first attempt).
+    pub max_retries: u32,
+    /// Retries after a rate-limit answer.
+    pub max_backoffs: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 4,
+            max_backoffs: 6,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with ±25% jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self.base_delay.saturating_mul(1u32 << attempt.min(16));
+        let capped = exp.min(self.max_delay);
+        let jitter = rand::thread_rng().gen_range(0.75..1.25);
+        capped.mul_f64(jitter)
+    }
+}
+
+struct CachedSig {
+    sig: String,
+    renew_at: Instant,
+}
+
+pub struct TencentClient {
+    http: reqwest::Client,
+    settings: TencentSettings,
+    sig: Mutex<Option<CachedSig>>,
+    pacers: Vec<Pacer>,
+    preferred_base: AtomicUsize,
+    retry: RetryPolicy,
+    metrics: Arc<Metrics>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl TencentClient {
+    pub fn new(settings: TencentSettings, metrics: Arc<Metrics>) -> Self {
+        Self::with_retry(settings, metrics, RetryPolicy::default())
+    }
+
+    pub fn with_retry(settings: TencentSettings, metrics: Arc<Metrics>, retry: RetryPolicy) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(256)
+            .user_agent(concat!("bansync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("TLS backend initialises");
+        let pacers = Api::ALL.iter().map(|_| Pacer::new(settings.requests_per_second)).collect();
+        TencentClient {
+            http,
+            settings,
+            sig: Mutex::new(None),
+            pacers,
+            preferred_base: AtomicUsize::new(0),
+            retry,
+            metrics,
+        }
+    }
+
+    pub fn settings(&self) -> &TencentSettings {
+        &self.settings
+    }
+
+    pub fn pacer(&self, api: Api) -> &Pacer {
+        &self.pacers[api.index()]
+    }
+
+    /// The UserSig in use, renewed once half its lifetime has passed so a
+    /// long walk never runs into its expiry.
+    fn current_sig(&self) -> String {
+        let mut slot = self.sig.lock().unwrap();
+        if let Some(c) = slot.as_ref()
+            && Instant::now() < c.renew_at
+        {
+            return c.sig.clone();
+        }
+        let t = &self.settings;
+        let ttl = t.usersig_ttl.as_secs();
+        let sig = usersig::generate(t.secret_key.expose(), t.sdkappid, &t.identifier, ttl, unix_now(), None);
+        *slot = Some(CachedSig { sig: sig.clone(), renew_at: Instant::now() + t.usersig_ttl / 2 });
+        sig
+    }
+
+    fn invalidate_sig(&self) {
+        *self.sig.lock().unwrap() = None;
+    }
+
+    /// Calls `api` with `body`, retrying transient failures, backing off on
+    /// rate limits and renewing the sig once if it is refused.
+    pub async fn call<T: VendorResponse>(&self, api: Api, body: &impl Serialize) -> Result<T, ApiError> {
+        let payload = serde_json::to_vec(body).expect("request bodies serialize");
+        let mut retries = 0;
+        let mut backoffs = 0;
+        let mut renewed = false;
+        loop {
+            self.pacer(api).acquire().await;
+            let started = Instant::now();
+            let result = self.send_once::<T>(api, &payload).await;
+            let e = match result {
+                Ok(r) => {
+                    self.metrics.api_request(api.path(), "0", started.elapsed());
+                    return Ok(r);
+                }
+                Err(e) => e,
+            };
+            self.metrics.api_request(api.path(), &e.metric_code(), started.elapsed());
+            match e.class() {
+                ErrorClass::RenewSig if !renewed => {
+                    tracing::warn!(api = api.path(), error = %e, "UserSig refused; generating a new one");
+                    self.invalidate_sig();
+                    renewed = true;
+                }
+                ErrorClass::Retry if retries < self.retry.max_retries => {
+                    if matches!(e.kind, ApiErrorKind::Transport(_)) {
+                        self.rotate_base();
+                    }
+                    let d = self.retry.delay(retries);
+                    tracing::debug!(api = api.path(), error = %e, retry_in_ms = d.as_millis() as u64, "transient failure");
+                    retries += 1;
+                    tokio::time::sleep(d).await;
+                }
+                ErrorClass::BackOff if backoffs < self.retry.max_backoffs => {
+                    // 70050 asks for at least a minute; other codes for a pause.
+                    let d = if e.code() == Some(70050) {
+                        Duration::from_secs(60).max(self.retry.delay(backoffs))
+                    } else {
+                        self.retry.delay(backoffs + 1)
+                    };
+                    tracing::warn!(api = api.path(), error = %e, pause_ms = d.as_millis() as u64, "rate limited; slowing this API");
+                    backoffs += 1;
+                    self.pacer(api).hold(d);
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+
+    fn rotate_base(&self) {
+        let n = self.settings.base_urls.len();
+        if n > 1 {
+            self.preferred_base.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn url(&self, api: Api) -> String {
+        let t = &self.settings;
+        let base = &t.base_urls[self.preferred_base.load(Ordering::Relaxed) % t.base_urls.len()];
+        let random: u32 = rand::thread_rng().r#gen();
+        let mut url = reqwest::Url::parse(&format!("{base}/v4/{}", api.path())).expect("base_url validated");
+        url.query_pairs_mut()
+            .append_pair("sdkappid", &t.sdkappid.to_string())
+            .append_pair("identifier", &t.identifier)
+            .append_pair("usersig", &self.current_sig())
+            .append_pair("random", &random.to_string())
+            .append_pair("contenttype", "json");
+        url.into()
+    }
+
+    async fn send_once<T: VendorResponse>(&self, api: Api, payload: &[u8]) -> Result<T, ApiError> {
+        let fail = |kind| ApiError { api: api.path(), kind, request_id: None };
+        let response = self
+            .http
+            .post(self.url(api))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(payload.to_vec())
+            .send()
+            .await
+            // without_url: the URL carries the UserSig and must not be logged.
+            .map_err(|e| fail(ApiErrorKind::Transport(e.without_url().to_string())))?;
+        let status = response.status();
+        if status != reqwest::StatusCode::OK {
+            return Err(fail(ApiErrorKind::Http(status.as_u16())));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| fail(ApiErrorKind::Transport(e.without_url().to_string())))?;
+        let parsed: T = serde_json::from_slice(&bytes).map_err(|e| fail(ApiErrorKind::Malformed(e.to_string())))?;
+        check_envelope(api, parsed)
+    }
+}
+
+/// A body is a success only if it says so consistently.
+pub fn check_envelope<T: VendorResponse>(api: Api, parsed: T) -> Result<T, ApiError> {
+    let env = parsed.envelope();
+    let request_id = env.request_id.map(str::to_string);
+    let err = |kind| Err(ApiError { api: api.path(), kind, request_id: request_id.clone() });
+    match (env.error_code, env.action_status) {
+        (Some(0), Some("OK") | None) | (None, Some("OK")) => Ok(parsed),
+        (Some(0), Some(other)) => err(ApiErrorKind::Malformed(format!("ErrorCode 0 with ActionStatus `{other}`"))),
+        (Some(code), _) => err(ApiErrorKind::Vendor { code, info: env.error_info.unwrap_or_default().to_string() }),
+        (None, _) => err(ApiErrorKind::Malformed("neither ErrorCode nor ActionStatus OK".into())),
+    }
+}

@@ -1,0 +1,13 @@
+//! Everything that speaks to the vendor's REST API.
+
+pub mod api;
+pub mod client;
+pub mod errors;
+pub mod pacer;
+pub mod usersig;
+pub mod walk;
+
+pub use api::Api;
+pub use client::{RetryPolicy, TencentClient};
+pub use errors::{ApiError, ApiErrorKind, ErrorClass};
+pub use walk::{Entry, WalkError};

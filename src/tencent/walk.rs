@@ -1,0 +1,282 @@
+//! Walkers: page one list to its end and return all of it, or an error.
+//! Never a short list: a page that fails, an offset that does not advance
+//! or skips entries, a page larger than asked, or a runaway page count all
+//! end the walk with an error.
+
+use std::collections::HashMap;
+
+use super::api::*;
+use super::client::TencentClient;
+use super::errors::{ApiError, ErrorClass};
+use crate::source::{SourceKind, SourceSpec};
+
+/// One entry of a list: for ban lists `value` is `BannedUntil`, for
+/// blocklists `AddBlackTimeStamp` (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Entry {
+    pub account: String,
+    pub value: i64,
+}
+
+impl Entry {
+    pub fn new(account: impl Into<String>, value: i64) -> Self {
+        Entry { account: account.into(), value }
+    }
+}
+
+/// Ban lists beyond this many entries are treated as runaway pagination.
+pub const MAX_BAN_ENTRIES: usize = 2_000_000;
+/// Blocklists hold at most 1000 entries; allow slack for lists that change.
+pub const MAX_BLOCK_ENTRIES: usize = 10_000;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WalkError {
+    /// The list's owner does not exist: a state, not a failure of the walk.
+    #[error("{spec} does not exist: {error}")]
+    Gone { spec: String, error: ApiError },
+    #[error("{0}")]
+    Api(ApiError),
+    #[error("inconsistent pagination: {0}")]
+    Inconsistent(String),
+}
+
+impl WalkError {
+    pub fn is_gone(&self) -> bool {
+        matches!(self, WalkError::Gone { .. })
+    }
+
+    /// Whether retrying this source soon could help.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, WalkError::Api(e) if matches!(e.class(), ErrorClass::Fatal | ErrorClass::Bug))
+    }
+}
+
+/// A page as the walker needs it, whatever the API's shape.
+struct Page<T> {
+    items: Vec<T>,
+    next: u64,
+}
+
+/// Checks one page against the cursor rules shared by all three APIs.
+fn check_page(offset: u64, asked: u32, got: usize, next: u64) -> Result<(), WalkError> {
+    if got > asked as usize {
+        return Err(WalkError::Inconsistent(format!("asked for {asked} entries at offset {offset}, got {got}")));
+    }
+    if next != 0 && (next <= offset || next > offset + got as u64) {
+        return Err(WalkError::Inconsistent(format!(
+            "offset {offset} with {got} entries pointed to next offset {next}"
+        )));
+    }
+    Ok(())
+}
+
+/// Pages `fetch` from offset 0 until the cursor is 0. `progress` is told the
+/// running count after each page.
+async fn page_through<T, F, Fut>(
+    max_entries: usize,
+    page_size: u32,
+    mut fetch: F,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<Vec<T>, WalkError>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<T>, WalkError>>,
+{
+    let mut all = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let page = fetch(offset).await?;
+        check_page(offset, page_size, page.items.len(), page.next)?;
+        all.extend(page.items);
+        progress(all.len());
+        if all.len() > max_entries {
+            return Err(WalkError::Inconsistent(format!("more than {max_entries} entries: runaway pagination")));
+        }
+        if page.next == 0 {
+            return Ok(all);
+        }
+        offset = page.next;
+    }
+}
+
+fn api_err(spec: &SourceSpec, e: ApiError) -> WalkError {
+    if e.class() == ErrorClass::SourceGone {
+        WalkError::Gone { spec: spec.to_string(), error: e }
+    } else {
+        WalkError::Api(e)
+    }
+}
+
+fn malformed(api: Api, what: &str) -> WalkError {
+    WalkError::Api(ApiError {
+        api: api.path(),
+        kind: super::errors::ApiErrorKind::Malformed(what.to_string()),
+        request_id: None,
+    })
+}
+
+/// Collapses accounts seen twice (entries inserted mid-walk shift later
+/// ones onto the next page); the later sighting is the fresher one.
+fn dedupe(entries: Vec<Entry>) -> Vec<Entry> {
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+    let mut dup = false;
+    for (i, e) in entries.iter().enumerate() {
+        if seen.insert(e.account.as_str(), i).is_some() {
+            dup = true;
+        }
+    }
+    if !dup {
+        return entries;
+    }
+    let keep: std::collections::HashSet<usize> = seen.into_values().collect();
+    entries.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, e)| e).collect()
+}
+
+/// Walks one source's whole list.
+pub async fn walk(
+    client: &TencentClient,
+    spec: &SourceSpec,
+    page_size: u32,
+    blocklist_page_size: u32,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<Vec<Entry>, WalkError> {
+    let entries = match spec.kind {
+        SourceKind::Group => {
+            let fetch = |offset| async move {
+                let req = GroupBanListRequest { group_id: &spec.id, limit: page_size, offset };
+                let r: GroupBanListResponse =
+                    client.call(Api::GroupBanList, &req).await.map_err(|e| api_err(spec, e))?;
+                let next = r.next_offset.ok_or_else(|| malformed(Api::GroupBanList, "NextOffset missing"))?;
+                let items = r.banned.unwrap_or_default();
+                Ok(Page { items: items.into_iter().map(|b| Entry::new(b.account, b.banned_until)).collect(), next })
+            };
+            page_through(MAX_BAN_ENTRIES, page_size, fetch, progress).await?
+        }
+        SourceKind::Room => {
+            let fetch = |offset| async move {
+                let req = RoomBanListRequest { room_id: &spec.id, offset, limit: page_size };
+                let r: RoomBanListResponse = client.call(Api::RoomBanList, &req).await.map_err(|e| api_err(spec, e))?;
+                let (items, next) = match r.response {
+                    Some(body) => (body.banned, body.next_offset),
+                    None => (r.banned, r.next_offset),
+                };
+                let next = next.ok_or_else(|| malformed(Api::RoomBanList, "NextOffset missing"))?;
+                let items = items.unwrap_or_default();
+                Ok(Page { items: items.into_iter().map(|b| Entry::new(b.account, b.banned_until)).collect(), next })
+            };
+            page_through(MAX_BAN_ENTRIES, page_size, fetch, progress).await?
+        }
+        SourceKind::Blocklist => {
+            let fetch = |start| async move {
+                let req = BlockListRequest {
+                    from_account: &spec.id,
+                    start_index: start,
+                    max_limited: blocklist_page_size,
+                    last_sequence: 0,
+                };
+                let r: BlockListResponse = client.call(Api::BlockList, &req).await.map_err(|e| api_err(spec, e))?;
+                let next = r.start_index.ok_or_else(|| malformed(Api::BlockList, "StartIndex missing"))?;
+                let items = r.items.unwrap_or_default();
+                Ok(Page { items: items.into_iter().map(|b| Entry::new(b.account, b.added_at)).collect(), next })
+            };
+            page_through(MAX_BLOCK_ENTRIES, blocklist_page_size, fetch, progress).await?
+        }
+    };
+    Ok(dedupe(entries))
+}
+
+/// The outcome of a batched ban or unban: accounts per batch, and the
+/// first error if a batch failed (later batches are still tried).
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub applied: Vec<String>,
+    pub failed: Vec<(String, ApiError)>,
+}
+
+/// Bans `accounts` in a room or group for `duration` seconds, 20 a request.
+pub async fn ban(
+    client: &TencentClient,
+    target: &SourceSpec,
+    accounts: &[String],
+    duration: u64,
+    reason: &str,
+) -> BatchOutcome {
+    let mut out = BatchOutcome::default();
+    for chunk in accounts.chunks(MAX_ACCOUNTS_PER_BAN) {
+        let result = match target.kind {
+            SourceKind::Room => {
+                let req = RoomBanRequest {
+                    room_id: &target.id,
+                    members: chunk,
+                    reason: truncate_utf8(reason, MAX_REASON_BYTES),
+                    duration,
+                };
+                client.call::<PlainResponse>(Api::RoomBan, &req).await.map(|_| ())
+            }
+            SourceKind::Group => {
+                let req = GroupBanRequest {
+                    group_id: &target.id,
+                    members: chunk,
+                    duration,
+                    description: truncate_utf8(reason, MAX_DESCRIPTION_BYTES),
+                };
+                client.call::<PlainResponse>(Api::GroupBan, &req).await.map(|_| ())
+            }
+            SourceKind::Blocklist => unreachable!("blocklists hold no bans; configuration refuses them"),
+        };
+        record(&mut out, chunk, result);
+    }
+    out
+}
+
+/// Lifts bans of `accounts` in a room or group, 20 a request.
+pub async fn unban(client: &TencentClient, target: &SourceSpec, accounts: &[String]) -> BatchOutcome {
+    let mut out = BatchOutcome::default();
+    for chunk in accounts.chunks(MAX_ACCOUNTS_PER_BAN) {
+        let result = match target.kind {
+            SourceKind::Room => {
+                let req = RoomUnbanRequest { room_id: &target.id, members: chunk };
+                client.call::<PlainResponse>(Api::RoomUnban, &req).await.map(|_| ())
+            }
+            SourceKind::Group => {
+                let req = GroupUnbanRequest { group_id: &target.id, members: chunk };
+                client.call::<PlainResponse>(Api::GroupUnban, &req).await.map(|_| ())
+            }
+            SourceKind::Blocklist => unreachable!("blocklists hold no bans; configuration refuses them"),
+        };
+        record(&mut out, chunk, result);
+    }
+    out
+}
+
+fn record(out: &mut BatchOutcome, chunk: &[String], result: Result<(), ApiError>) {
+    match result {
+        Ok(()) => out.applied.extend_from_slice(chunk),
+        Err(e) => out.failed.extend(chunk.iter().map(|a| (a.clone(), e.clone()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_rules() {
+        assert!(check_page(0, 100, 100, 100).is_ok());
+        assert!(check_page(0, 100, 5, 0).is_ok());
+        assert!(check_page(100, 100, 0, 0).is_ok());
+        assert!(check_page(0, 100, 101, 0).is_err(), "page larger than asked");
+        assert!(check_page(100, 100, 100, 100).is_err(), "cursor did not advance");
+        assert!(check_page(100, 100, 100, 50).is_err(), "cursor went back");
+        assert!(check_page(0, 100, 10, 20).is_err(), "cursor skips entries");
+        assert!(check_page(0, 100, 10, 5).is_ok(), "overlap is allowed, deduplicated later");
+    }
+
+    #[test]
+    fn dedupe_keeps_last_sighting() {
+        let v = vec![Entry::new("a", 1), Entry::new("b", 2), Entry::new("a", 3)];
+        let mut d = dedupe(v);
+        d.sort();
+        assert_eq!(d, vec![Entry::new("a", 3), Entry::new("b", 2)]);
+    }
+}
