@@ -36,12 +36,19 @@ pub struct Grace {
 
 impl Default for Grace {
     fn default() -> Self {
-        Grace { walks: Duration::from_secs(20), deliveries: Duration::from_secs(10) }
+        Grace {
+            walks: Duration::from_secs(20),
+            deliveries: Duration::from_secs(10),
+        }
     }
 }
 
 pub fn emit_config(s: &Settings) -> EmitConfig {
-    EmitConfig { app: s.tencent.sdkappid, webhooks: s.webhooks.clone(), propagate: s.propagate.clone() }
+    EmitConfig {
+        app: s.tencent.sdkappid,
+        webhooks: s.webhooks.clone(),
+        propagate: s.propagate.clone(),
+    }
 }
 
 fn plan(s: &Settings, syncer: Syncer) -> Plan {
@@ -63,17 +70,30 @@ pub async fn run(
     retry: RetryPolicy,
     grace: Grace,
 ) -> anyhow::Result<()> {
-    let DaemonControl { stop, mut reload, on_ready } = control;
+    let DaemonControl {
+        stop,
+        mut reload,
+        on_ready,
+    } = control;
     let metrics = Arc::new(Metrics::new());
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
-    let store = Store::open(&settings.store_path, emit_config(&settings), Some(notice_tx))?;
+    let store = Store::open(
+        &settings.store_path,
+        emit_config(&settings),
+        Some(notice_tx),
+    )?;
     let names: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
     let enabled = {
         let names = names.clone();
-        store.write(move |ctx| ops::enable_webhooks(ctx.conn, &names)).await?
+        store
+            .write(move |ctx| ops::enable_webhooks(ctx.conn, &names))
+            .await?
     };
     if enabled > 0 {
-        tracing::info!(webhooks = enabled, "webhooks disabled by 410 Gone are enabled again by this configuration");
+        tracing::info!(
+            webhooks = enabled,
+            "webhooks disabled by 410 Gone are enabled again by this configuration"
+        );
     }
     {
         let sources = settings.sources.clone();
@@ -107,7 +127,11 @@ pub async fn run(
         });
     }
 
-    let client = Arc::new(TencentClient::with_retry(settings.tencent.clone(), metrics.clone(), retry.clone()));
+    let client = Arc::new(TencentClient::with_retry(
+        settings.tencent.clone(),
+        metrics.clone(),
+        retry.clone(),
+    ));
     let (delivery_tx, delivery_rx) = mpsc::unbounded_channel();
     let (prop_tx, prop_rx) = mpsc::unbounded_channel();
     let (expiry_tx, expiry_rx) = mpsc::unbounded_channel();
@@ -115,16 +139,29 @@ pub async fn run(
 
     let (dispatch_ctl, dispatch_ctl_rx) = mpsc::unbounded_channel();
     let dispatcher = Dispatcher::new(store.clone(), settings.webhooks.clone(), metrics.clone());
-    let dispatch_task = tokio::spawn(dispatcher.run(delivery_rx, dispatch_ctl_rx, stop.clone(), grace.deliveries));
+    let dispatch_task =
+        tokio::spawn(dispatcher.run(delivery_rx, dispatch_ctl_rx, stop.clone(), grace.deliveries));
 
-    let expiry = ExpiryTimer { store: store.clone(), metrics: metrics.clone() };
+    let expiry = ExpiryTimer {
+        store: store.clone(),
+        metrics: metrics.clone(),
+    };
     tasks.spawn(expiry.run(expiry_rx, stop.clone()));
 
-    let propagator = Propagator { store: store.clone(), client: client.clone(), metrics: metrics.clone() };
+    let propagator = Propagator {
+        store: store.clone(),
+        client: client.clone(),
+        metrics: metrics.clone(),
+    };
     let (prop_stop_tx, prop_stop) = watch::channel(false);
     let prop_task = tokio::spawn(propagator.run(prop_rx, prop_stop));
 
-    let syncer = Syncer::new(client.clone(), store.clone(), metrics.clone(), &settings.sync);
+    let syncer = Syncer::new(
+        client.clone(),
+        store.clone(),
+        metrics.clone(),
+        &settings.sync,
+    );
     let (plan_tx, plan_rx) = mpsc::unbounded_channel();
     let scheduler = Scheduler::new(plan(&settings, syncer));
     let sched_task = tokio::spawn(scheduler.run(plan_rx, stop.clone(), grace.walks));
@@ -178,7 +215,10 @@ async fn apply_reload(
     let names: Vec<String> = new.webhooks.iter().map(|w| w.name.clone()).collect();
     {
         let names = names.clone();
-        if let Err(e) = store.write(move |ctx| ops::enable_webhooks(ctx.conn, &names)).await {
+        if let Err(e) = store
+            .write(move |ctx| ops::enable_webhooks(ctx.conn, &names))
+            .await
+        {
             tracing::error!(error = %e, "cannot re-enable webhooks");
         }
         let sources = new.sources.clone();
@@ -194,10 +234,28 @@ async fn apply_reload(
     *webhook_names.write().unwrap() = names;
     let _ = dispatcher.send(Control::Webhooks(new.webhooks.clone()));
     // A changed vendor section gets a fresh client (new key, region, rate).
-    let client = Arc::new(TencentClient::with_retry(new.tencent.clone(), metrics.clone(), retry));
+    let client = Arc::new(TencentClient::with_retry(
+        new.tencent.clone(),
+        metrics.clone(),
+        retry,
+    ));
     let syncer = Syncer::new(client, store.clone(), metrics.clone(), &new.sync);
     let _ = plans.send(plan(new, syncer));
-    let added = new.sources.iter().filter(|s| !old.sources.contains(s)).count();
-    let removed = old.sources.iter().filter(|s| !new.sources.contains(s)).count();
-    tracing::info!(sources = new.sources.len(), added, removed, webhooks = new.webhooks.len(), "configuration reloaded");
+    let added = new
+        .sources
+        .iter()
+        .filter(|s| !old.sources.contains(s))
+        .count();
+    let removed = old
+        .sources
+        .iter()
+        .filter(|s| !new.sources.contains(s))
+        .count();
+    tracing::info!(
+        sources = new.sources.len(),
+        added,
+        removed,
+        webhooks = new.webhooks.len(),
+        "configuration reloaded"
+    );
 }

@@ -30,9 +30,24 @@ struct Receiver {
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
-    let expected = sign::signature_header(std::slice::from_ref(&r.key), &id, ts.parse().unwrap_or(0), &body);
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (id, ts, sig) = (
+        h("webhook-id"),
+        h("webhook-timestamp"),
+        h("webhook-signature"),
+    );
+    let expected = sign::signature_header(
+        std::slice::from_ref(&r.key),
+        &id,
+        ts.parse().unwrap_or(0),
+        &body,
+    );
     if !sig.split(' ').any(|s| s == expected) {
         println!("  !! signature did not verify for {id}");
         return StatusCode::UNAUTHORIZED;
@@ -40,7 +55,15 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let d = &v["data"];
     let mut extra = String::new();
-    for k in ["banned_until", "previous_banned_until", "blocked_at", "previous_blocked_at", "target", "error_code", "error_info"] {
+    for k in [
+        "banned_until",
+        "previous_banned_until",
+        "blocked_at",
+        "previous_blocked_at",
+        "target",
+        "error_code",
+        "error_info",
+    ] {
         if let Some(x) = d.get(k).filter(|x| !x.is_null()) {
             extra.push_str(&format!(" {k}={x}"));
         }
@@ -59,11 +82,18 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
 }
 
 async fn control(base: &str, path: &str, body: Value) {
-    let _ = reqwest::Client::new().post(format!("{base}/sim/{path}")).json(&body).send().await;
+    let _ = reqwest::Client::new()
+        .post(format!("{base}/sim/{path}"))
+        .json(&body)
+        .send()
+        .await;
 }
 
 pub fn main(duration: Duration) -> ExitCode {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(run(duration))
 }
 
@@ -74,22 +104,48 @@ async fn run(duration: Duration) -> ExitCode {
         return ExitCode::from(1);
     }
     let state = sim::new_state(sim::DEMO_SDKAPPID, sim::DEMO_IDENTIFIER, sim::DEMO_KEY, 200);
-    let sim_addr = sim::spawn(state).await.expect("simulator binds a loopback port");
+    let sim_addr = sim::spawn(state)
+        .await
+        .expect("simulator binds a loopback port");
     let base = format!("http://{sim_addr}");
     let now = crate::store::now_ms() / 1000;
     // The estate: two rooms, a group, a room that will vanish, and a user's blocklist.
-    control(&base, "ban", json!({"room": "live-1", "accounts": ["viewer7", "viewer8"], "until": now + 3600})).await;
+    control(
+        &base,
+        "ban",
+        json!({"room": "live-1", "accounts": ["viewer7", "viewer8"], "until": now + 3600}),
+    )
+    .await;
     control(&base, "create", json!({"room": "live-2"})).await;
     control(&base, "create", json!({"room": "live-3"})).await;
-    control(&base, "ban", json!({"group": "@TGS#demo", "account": "spammer1", "until": now + 7200})).await;
-    control(&base, "block", json!({"user": "alice", "accounts": ["bob", "carol"], "at": now - 600})).await;
+    control(
+        &base,
+        "ban",
+        json!({"group": "@TGS#demo", "account": "spammer1", "until": now + 7200}),
+    )
+    .await;
+    control(
+        &base,
+        "block",
+        json!({"user": "alice", "accounts": ["bob", "carol"], "at": now - 600}),
+    )
+    .await;
 
-    let receiver_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("receiver binds");
+    let receiver_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("receiver binds");
     let receiver_addr = receiver_listener.local_addr().unwrap();
-    let key = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &SECRET[6..]).unwrap();
-    let receiver = Receiver { started: Instant::now(), key, seen: Arc::new(Mutex::new(BTreeMap::new())) };
+    let key =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &SECRET[6..]).unwrap();
+    let receiver = Receiver {
+        started: Instant::now(),
+        key,
+        seen: Arc::new(Mutex::new(BTreeMap::new())),
+    };
     let seen = receiver.seen.clone();
-    let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(receiver);
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(receiver);
     tokio::spawn(async move {
         let _ = axum::serve(receiver_listener, app).await;
     });
@@ -144,30 +200,96 @@ listen = "127.0.0.1:0"
     };
     crate::logging::init(config::LogFormat::Text, "warn");
     println!("bansync demo");
-    println!("  simulator     http://{sim_addr}  (the vendor's REST API, with a control API under /sim)");
-    println!("  receiver      http://{receiver_addr}/hook  (verifies each signature, prints each event)");
+    println!(
+        "  simulator     http://{sim_addr}  (the vendor's REST API, with a control API under /sim)"
+    );
+    println!(
+        "  receiver      http://{receiver_addr}/hook  (verifies each signature, prints each event)"
+    );
     println!("  configuration {}", config_path.display());
     println!("  store         {}", settings.store_path.display());
-    println!("The first walk records what is already banned (baseline); every change after it arrives below.\n");
+    println!(
+        "The first walk records what is already banned (baseline); every change after it arrives below.\n"
+    );
 
     let (stop_tx, stop) = watch::channel(false);
     let (_reload_tx, reload) = mpsc::unbounded_channel();
-    let control_handle = DaemonControl { stop, reload, on_ready: Box::new(|| {}) };
+    let control_handle = DaemonControl {
+        stop,
+        reload,
+        on_ready: Box::new(|| {}),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.ok();
-    let daemon = tokio::spawn(daemon::run(settings, listener, control_handle, RetryPolicy::default(), Grace::default()));
+    let daemon = tokio::spawn(daemon::run(
+        settings,
+        listener,
+        control_handle,
+        RetryPolicy::default(),
+        Grace::default(),
+    ));
 
     // The script: (seconds from start, what happens, control call).
     let script: Vec<(u64, &str, &str, Value)> = vec![
-        (4, "a moderator bans viewer1 in live-1 for 12 s", "ban", json!({"room": "live-1", "account": "viewer1", "duration": 12})),
-        (6, "alice blocks dave", "block", json!({"user": "alice", "account": "dave"})),
-        (8, "spammer2 is banned in the group for 10 min (mirrored to live-2; room:ghost does not exist)", "ban", json!({"group": "@TGS#demo", "account": "spammer2", "duration": 600})),
-        (12, "viewer7's ban in live-1 is extended", "ban", json!({"room": "live-1", "account": "viewer7", "duration": 7200})),
-        (16, "viewer8 is unbanned early", "unban", json!({"room": "live-1", "account": "viewer8"})),
-        (20, "alice unblocks bob and blocks him again", "block", json!({"user": "alice", "account": "bob"})),
-        (24, "alice unblocks carol", "unblock", json!({"user": "alice", "account": "carol"})),
-        (28, "room live-3 is dissolved", "destroy", json!({"room": "live-3"})),
-        (36, "spammer2 is unbanned in the group (the mirrored ban in live-2 is lifted too)", "unban", json!({"group": "@TGS#demo", "account": "spammer2"})),
-        (40, "room live-3 is created again", "create", json!({"room": "live-3"})),
+        (
+            4,
+            "a moderator bans viewer1 in live-1 for 12 s",
+            "ban",
+            json!({"room": "live-1", "account": "viewer1", "duration": 12}),
+        ),
+        (
+            6,
+            "alice blocks dave",
+            "block",
+            json!({"user": "alice", "account": "dave"}),
+        ),
+        (
+            8,
+            "spammer2 is banned in the group for 10 min (mirrored to live-2; room:ghost does not exist)",
+            "ban",
+            json!({"group": "@TGS#demo", "account": "spammer2", "duration": 600}),
+        ),
+        (
+            12,
+            "viewer7's ban in live-1 is extended",
+            "ban",
+            json!({"room": "live-1", "account": "viewer7", "duration": 7200}),
+        ),
+        (
+            16,
+            "viewer8 is unbanned early",
+            "unban",
+            json!({"room": "live-1", "account": "viewer8"}),
+        ),
+        (
+            20,
+            "alice unblocks bob and blocks him again",
+            "block",
+            json!({"user": "alice", "account": "bob"}),
+        ),
+        (
+            24,
+            "alice unblocks carol",
+            "unblock",
+            json!({"user": "alice", "account": "carol"}),
+        ),
+        (
+            28,
+            "room live-3 is dissolved",
+            "destroy",
+            json!({"room": "live-3"}),
+        ),
+        (
+            36,
+            "spammer2 is unbanned in the group (the mirrored ban in live-2 is lifted too)",
+            "unban",
+            json!({"group": "@TGS#demo", "account": "spammer2"}),
+        ),
+        (
+            40,
+            "room live-3 is created again",
+            "create",
+            json!({"room": "live-3"}),
+        ),
     ];
     let start = Instant::now();
     for (at, what, path, body) in script {
@@ -191,12 +313,20 @@ listen = "127.0.0.1:0"
     for (k, n) in &seen {
         println!("  {k:<20} {n}");
     }
-    let missing: Vec<&str> = config::EVENT_TYPES.iter().copied().filter(|t| !seen.contains_key(*t)).collect();
+    let missing: Vec<&str> = config::EVENT_TYPES
+        .iter()
+        .copied()
+        .filter(|t| !seen.contains_key(*t))
+        .collect();
     if missing.is_empty() {
         println!("every event type arrived.");
     } else {
         println!("not seen in this run: {}", missing.join(", "));
     }
-    println!("\nTry: bansync --config {} status    (the store is kept in {})", config_path.display(), dir.display());
+    println!(
+        "\nTry: bansync --config {} status    (the store is kept in {})",
+        config_path.display(),
+        dir.display()
+    );
     ExitCode::SUCCESS
 }

@@ -19,7 +19,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             i += 1;
         }
         if start == i {
-            return Err(format!("`{text}` is not a duration (write e.g. 90s, 5m, 1h, 7d)"));
+            return Err(format!(
+                "`{text}` is not a duration (write e.g. 90s, 5m, 1h, 7d)"
+            ));
         }
         let n: u128 = s[start..i]
             .parse()
@@ -35,7 +37,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "h" => 3_600_000,
             "d" => 86_400_000,
             "" => return Err(format!("`{text}` lacks a unit (ms, s, m, h or d)")),
-            other => return Err(format!("`{text}`: unknown unit `{other}` (ms, s, m, h or d)")),
+            other => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{other}` (ms, s, m, h or d)"
+                ));
+            }
         };
         total = total
             .checked_add(n.checked_mul(millis_per_unit).ok_or("duration too large")?)
@@ -48,7 +54,12 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 /// The shortest exact rendering in the same notation (`300s` → `5m`).
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms >= size && ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }

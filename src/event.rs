@@ -57,13 +57,25 @@ impl EventType {
 
     /// The added/updated/removed types of a list kind.
     pub fn added(kind: SourceKind) -> Self {
-        if kind.is_ban_list() { EventType::BanAdded } else { EventType::BlockAdded }
+        if kind.is_ban_list() {
+            EventType::BanAdded
+        } else {
+            EventType::BlockAdded
+        }
     }
     pub fn updated(kind: SourceKind) -> Self {
-        if kind.is_ban_list() { EventType::BanUpdated } else { EventType::BlockUpdated }
+        if kind.is_ban_list() {
+            EventType::BanUpdated
+        } else {
+            EventType::BlockUpdated
+        }
     }
     pub fn removed(kind: SourceKind) -> Self {
-        if kind.is_ban_list() { EventType::BanLifted } else { EventType::BlockRemoved }
+        if kind.is_ban_list() {
+            EventType::BanLifted
+        } else {
+            EventType::BlockRemoved
+        }
     }
 }
 
@@ -85,7 +97,13 @@ pub struct Change {
 }
 
 impl Change {
-    pub fn entry(kind: EventType, account: &str, value: i64, previous: Option<i64>, at_ms: i64) -> Self {
+    pub fn entry(
+        kind: EventType,
+        account: &str,
+        value: i64,
+        previous: Option<i64>,
+        at_ms: i64,
+    ) -> Self {
         Change {
             kind,
             account: Some(account.to_string()),
@@ -98,8 +116,22 @@ impl Change {
         }
     }
 
-    pub fn source_state(kind: EventType, code: Option<i64>, info: Option<String>, at_ms: i64) -> Self {
-        Change { kind, account: None, value: None, previous: None, at_ms, error_code: code, error_info: info, target: None }
+    pub fn source_state(
+        kind: EventType,
+        code: Option<i64>,
+        info: Option<String>,
+        at_ms: i64,
+    ) -> Self {
+        Change {
+            kind,
+            account: None,
+            value: None,
+            previous: None,
+            at_ms,
+            error_code: code,
+            error_info: info,
+            target: None,
+        }
     }
 }
 
@@ -126,7 +158,10 @@ pub fn body(app: u64, source: &str, seq: i64, id: &str, c: &Change) -> String {
         data.insert("account".into(), json!(a));
     }
     match c.kind {
-        EventType::BanAdded | EventType::BanUpdated | EventType::BanExpired | EventType::BanLifted => {
+        EventType::BanAdded
+        | EventType::BanUpdated
+        | EventType::BanExpired
+        | EventType::BanLifted => {
             data.insert("banned_until".into(), json!(c.value));
             data.insert("previous_banned_until".into(), json!(c.previous));
         }
@@ -158,8 +193,15 @@ mod tests {
 
     #[test]
     fn body_matches_contract_shape() {
-        let c = Change::entry(EventType::BanLifted, "user1", 1719300627, None, 1_795_255_203_000);
-        let b: Value = serde_json::from_str(&body(1400000000, "room:live-1", 17, "evt_1", &c)).unwrap();
+        let c = Change::entry(
+            EventType::BanLifted,
+            "user1",
+            1719300627,
+            None,
+            1_795_255_203_000,
+        );
+        let b: Value =
+            serde_json::from_str(&body(1400000000, "room:live-1", 17, "evt_1", &c)).unwrap();
         assert_eq!(b["type"], "ban.lifted");
         assert_eq!(b["timestamp"], "2026-11-21T10:00:03Z");
         assert_eq!(b["data"]["id"], "evt_1");

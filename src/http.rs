@@ -53,5 +53,8 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
         }
         Err(_) => Default::default(),
     };
-    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render(&gauges))
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.metrics.render(&gauges),
+    )
 }

@@ -9,7 +9,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 const WALK_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 #[derive(Debug, Clone, Default)]
@@ -39,7 +41,11 @@ impl Histogram {
             let n = self.buckets.get(i).copied().unwrap_or(0);
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {n}");
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
     }
@@ -74,7 +80,9 @@ pub struct Metrics {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -87,13 +95,19 @@ impl Metrics {
     pub fn api_request(&self, api: &'static str, code: &str, latency: Duration) {
         let mut m = self.inner.lock().unwrap();
         *m.api_requests.entry((api, code.to_string())).or_default() += 1;
-        m.api_latency.entry(api).or_default().observe(LATENCY_BUCKETS, latency.as_secs_f64());
+        m.api_latency
+            .entry(api)
+            .or_default()
+            .observe(LATENCY_BUCKETS, latency.as_secs_f64());
     }
 
     pub fn walk(&self, kind: &'static str, outcome: &'static str, took: Duration) {
         let mut m = self.inner.lock().unwrap();
         *m.walks.entry((kind, outcome)).or_default() += 1;
-        m.walk_seconds.entry(kind).or_default().observe(WALK_BUCKETS, took.as_secs_f64());
+        m.walk_seconds
+            .entry(kind)
+            .or_default()
+            .observe(WALK_BUCKETS, took.as_secs_f64());
     }
 
     pub fn events(&self, event_type: &str, n: u64) {
@@ -101,9 +115,16 @@ impl Metrics {
         *m.events.entry(event_type.to_string()).or_default() += n;
     }
 
-    pub fn delivery(&self, webhook: &str, outcome: &'static str, commit_to_delivery: Option<Duration>) {
+    pub fn delivery(
+        &self,
+        webhook: &str,
+        outcome: &'static str,
+        commit_to_delivery: Option<Duration>,
+    ) {
         let mut m = self.inner.lock().unwrap();
-        *m.deliveries.entry((webhook.to_string(), outcome)).or_default() += 1;
+        *m.deliveries
+            .entry((webhook.to_string(), outcome))
+            .or_default() += 1;
         if let Some(d) = commit_to_delivery {
             m.delivery_latency
                 .entry(webhook.to_string())
@@ -113,60 +134,120 @@ impl Metrics {
     }
 
     pub fn propagation(&self, outcome: &'static str, n: u64) {
-        *self.inner.lock().unwrap().propagations.entry(outcome).or_default() += n;
+        *self
+            .inner
+            .lock()
+            .unwrap()
+            .propagations
+            .entry(outcome)
+            .or_default() += n;
     }
 
     /// Total vendor calls answered with `code`, for tests and the benchmark.
     pub fn api_count(&self, code: &str) -> u64 {
         let m = self.inner.lock().unwrap();
-        m.api_requests.iter().filter(|((_, c), _)| c == code).map(|(_, n)| n).sum()
+        m.api_requests
+            .iter()
+            .filter(|((_, c), _)| c == code)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn render(&self, g: &Gauges) -> String {
         let m = self.inner.lock().unwrap();
         let mut out = String::with_capacity(8192);
-        let _ = writeln!(out, "# HELP bansync_api_requests_total Vendor API calls by API and answer code (0 = success).");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_api_requests_total Vendor API calls by API and answer code (0 = success)."
+        );
         let _ = writeln!(out, "# TYPE bansync_api_requests_total counter");
         for ((api, code), n) in &m.api_requests {
-            let _ = writeln!(out, "bansync_api_requests_total{{api=\"{api}\",code=\"{}\"}} {n}", escape(code));
+            let _ = writeln!(
+                out,
+                "bansync_api_requests_total{{api=\"{api}\",code=\"{}\"}} {n}",
+                escape(code)
+            );
         }
-        let _ = writeln!(out, "# HELP bansync_api_request_duration_seconds Vendor API call latency.");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_api_request_duration_seconds Vendor API call latency."
+        );
         let _ = writeln!(out, "# TYPE bansync_api_request_duration_seconds histogram");
         for (api, h) in &m.api_latency {
-            h.render(&mut out, "bansync_api_request_duration_seconds", &format!("api=\"{api}\""), LATENCY_BUCKETS);
+            h.render(
+                &mut out,
+                "bansync_api_request_duration_seconds",
+                &format!("api=\"{api}\""),
+                LATENCY_BUCKETS,
+            );
         }
-        let _ = writeln!(out, "# HELP bansync_walks_total Walks of a source's list by kind and outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_walks_total Walks of a source's list by kind and outcome."
+        );
         let _ = writeln!(out, "# TYPE bansync_walks_total counter");
         for ((kind, outcome), n) in &m.walks {
-            let _ = writeln!(out, "bansync_walks_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "bansync_walks_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}"
+            );
         }
-        let _ = writeln!(out, "# HELP bansync_walk_duration_seconds Time to walk one source's whole list.");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_walk_duration_seconds Time to walk one source's whole list."
+        );
         let _ = writeln!(out, "# TYPE bansync_walk_duration_seconds histogram");
         for (kind, h) in &m.walk_seconds {
-            h.render(&mut out, "bansync_walk_duration_seconds", &format!("kind=\"{kind}\""), WALK_BUCKETS);
+            h.render(
+                &mut out,
+                "bansync_walk_duration_seconds",
+                &format!("kind=\"{kind}\""),
+                WALK_BUCKETS,
+            );
         }
         let _ = writeln!(out, "# HELP bansync_events_total Events emitted by type.");
         let _ = writeln!(out, "# TYPE bansync_events_total counter");
         for (t, n) in &m.events {
             let _ = writeln!(out, "bansync_events_total{{type=\"{}\"}} {n}", escape(t));
         }
-        let _ = writeln!(out, "# HELP bansync_deliveries_total Delivery attempts by webhook and outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_deliveries_total Delivery attempts by webhook and outcome."
+        );
         let _ = writeln!(out, "# TYPE bansync_deliveries_total counter");
         for ((w, outcome), n) in &m.deliveries {
-            let _ = writeln!(out, "bansync_deliveries_total{{webhook=\"{}\",outcome=\"{outcome}\"}} {n}", escape(w));
+            let _ = writeln!(
+                out,
+                "bansync_deliveries_total{{webhook=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(w)
+            );
         }
-        let _ = writeln!(out, "# HELP bansync_delivery_latency_seconds From the event's commit to its successful delivery.");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_delivery_latency_seconds From the event's commit to its successful delivery."
+        );
         let _ = writeln!(out, "# TYPE bansync_delivery_latency_seconds histogram");
         for (w, h) in &m.delivery_latency {
-            h.render(&mut out, "bansync_delivery_latency_seconds", &format!("webhook=\"{}\"", escape(w)), LATENCY_BUCKETS);
+            h.render(
+                &mut out,
+                "bansync_delivery_latency_seconds",
+                &format!("webhook=\"{}\"", escape(w)),
+                LATENCY_BUCKETS,
+            );
         }
-        let _ = writeln!(out, "# HELP bansync_propagations_total Mirrored ban actions by outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_propagations_total Mirrored ban actions by outcome."
+        );
         let _ = writeln!(out, "# TYPE bansync_propagations_total counter");
         for (o, n) in &m.propagations {
             let _ = writeln!(out, "bansync_propagations_total{{outcome=\"{o}\"}} {n}");
         }
         drop(m);
-        let _ = writeln!(out, "# HELP bansync_entries Entries held (bans and blocks) by source kind.");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_entries Entries held (bans and blocks) by source kind."
+        );
         let _ = writeln!(out, "# TYPE bansync_entries gauge");
         for (kind, n) in &g.entries_by_kind {
             let _ = writeln!(out, "bansync_entries{{kind=\"{kind}\"}} {n}");
@@ -174,41 +255,95 @@ impl Metrics {
         let _ = writeln!(out, "# HELP bansync_sources Sources by kind and status.");
         let _ = writeln!(out, "# TYPE bansync_sources gauge");
         for (kind, status, n) in &g.sources_by_kind_status {
-            let _ = writeln!(out, "bansync_sources{{kind=\"{kind}\",status=\"{}\"}} {n}", escape(status));
+            let _ = writeln!(
+                out,
+                "bansync_sources{{kind=\"{kind}\",status=\"{}\"}} {n}",
+                escape(status)
+            );
         }
-        let _ = writeln!(out, "# HELP bansync_last_complete_walk_oldest_timestamp_seconds The stalest source's last complete walk, by kind.");
-        let _ = writeln!(out, "# TYPE bansync_last_complete_walk_oldest_timestamp_seconds gauge");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_last_complete_walk_oldest_timestamp_seconds The stalest source's last complete walk, by kind."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE bansync_last_complete_walk_oldest_timestamp_seconds gauge"
+        );
         for (kind, oldest, _) in &g.last_walk_by_kind {
             if let Some(t) = oldest {
-                let _ = writeln!(out, "bansync_last_complete_walk_oldest_timestamp_seconds{{kind=\"{kind}\"}} {t}");
+                let _ = writeln!(
+                    out,
+                    "bansync_last_complete_walk_oldest_timestamp_seconds{{kind=\"{kind}\"}} {t}"
+                );
             }
         }
-        let _ = writeln!(out, "# HELP bansync_last_complete_walk_newest_timestamp_seconds The freshest source's last complete walk, by kind.");
-        let _ = writeln!(out, "# TYPE bansync_last_complete_walk_newest_timestamp_seconds gauge");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_last_complete_walk_newest_timestamp_seconds The freshest source's last complete walk, by kind."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE bansync_last_complete_walk_newest_timestamp_seconds gauge"
+        );
         for (kind, _, newest) in &g.last_walk_by_kind {
             if let Some(t) = newest {
-                let _ = writeln!(out, "bansync_last_complete_walk_newest_timestamp_seconds{{kind=\"{kind}\"}} {t}");
+                let _ = writeln!(
+                    out,
+                    "bansync_last_complete_walk_newest_timestamp_seconds{{kind=\"{kind}\"}} {t}"
+                );
             }
         }
-        let _ = writeln!(out, "# HELP bansync_deliveries_pending Deliveries owed, by webhook.");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_deliveries_pending Deliveries owed, by webhook."
+        );
         let _ = writeln!(out, "# TYPE bansync_deliveries_pending gauge");
         for (w, pending, _, _, _) in &g.webhooks {
-            let _ = writeln!(out, "bansync_deliveries_pending{{webhook=\"{}\"}} {pending}", escape(w));
+            let _ = writeln!(
+                out,
+                "bansync_deliveries_pending{{webhook=\"{}\"}} {pending}",
+                escape(w)
+            );
         }
-        let _ = writeln!(out, "# HELP bansync_deliveries_dead Deliveries that ran out of attempts, by webhook.");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_deliveries_dead Deliveries that ran out of attempts, by webhook."
+        );
         let _ = writeln!(out, "# TYPE bansync_deliveries_dead gauge");
         for (w, _, dead, _, _) in &g.webhooks {
-            let _ = writeln!(out, "bansync_deliveries_dead{{webhook=\"{}\"}} {dead}", escape(w));
+            let _ = writeln!(
+                out,
+                "bansync_deliveries_dead{{webhook=\"{}\"}} {dead}",
+                escape(w)
+            );
         }
-        let _ = writeln!(out, "# HELP bansync_oldest_pending_delivery_age_seconds Age of the oldest owed delivery, by webhook.");
-        let _ = writeln!(out, "# TYPE bansync_oldest_pending_delivery_age_seconds gauge");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_oldest_pending_delivery_age_seconds Age of the oldest owed delivery, by webhook."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE bansync_oldest_pending_delivery_age_seconds gauge"
+        );
         for (w, _, _, age, _) in &g.webhooks {
-            let _ = writeln!(out, "bansync_oldest_pending_delivery_age_seconds{{webhook=\"{}\"}} {age}", escape(w));
+            let _ = writeln!(
+                out,
+                "bansync_oldest_pending_delivery_age_seconds{{webhook=\"{}\"}} {age}",
+                escape(w)
+            );
         }
-        let _ = writeln!(out, "# HELP bansync_webhook_disabled 1 while a webhook is disabled (it answered 410 Gone).");
+        let _ = writeln!(
+            out,
+            "# HELP bansync_webhook_disabled 1 while a webhook is disabled (it answered 410 Gone)."
+        );
         let _ = writeln!(out, "# TYPE bansync_webhook_disabled gauge");
         for (w, _, _, _, disabled) in &g.webhooks {
-            let _ = writeln!(out, "bansync_webhook_disabled{{webhook=\"{}\"}} {}", escape(w), u8::from(*disabled));
+            let _ = writeln!(
+                out,
+                "bansync_webhook_disabled{{webhook=\"{}\"}} {}",
+                escape(w),
+                u8::from(*disabled)
+            );
         }
         out
     }

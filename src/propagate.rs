@@ -26,8 +26,16 @@ pub const END_TOLERANCE_SECS: i64 = 5;
 pub const MAX_ATTEMPTS: i64 = 6;
 
 /// Queues the mirror actions `event` causes. Runs inside the event's savepoint.
-pub fn queue_for_event(ctx: &mut Ctx<'_>, source_id: i64, spec: &SourceSpec, event: &CommittedEvent, now_ms: i64) -> Result<()> {
-    let (Some(account), rules) = (event.account.as_deref(), &ctx.emit.propagate) else { return Ok(()) };
+pub fn queue_for_event(
+    ctx: &mut Ctx<'_>,
+    source_id: i64,
+    spec: &SourceSpec,
+    event: &CommittedEvent,
+    now_ms: i64,
+) -> Result<()> {
+    let (Some(account), rules) = (event.account.as_deref(), &ctx.emit.propagate) else {
+        return Ok(());
+    };
     let action = match event.kind {
         EventType::BanAdded | EventType::BanUpdated => "ban",
         EventType::BanLifted => "unban",
@@ -54,7 +62,9 @@ pub fn queue_for_event(ctx: &mut Ctx<'_>, source_id: i64, spec: &SourceSpec, eve
             // Lift only what this origin's mirroring caused.
             let caused: Option<String> = ctx
                 .conn
-                .prepare_cached("SELECT origin_source FROM mirrors WHERE target = ?1 AND account = ?2")?
+                .prepare_cached(
+                    "SELECT origin_source FROM mirrors WHERE target = ?1 AND account = ?2",
+                )?
                 .query_row(params![target_s, account], |r| r.get(0))
                 .optional()?;
             if caused.as_deref() != Some(source.as_str()) {
@@ -85,7 +95,12 @@ fn is_echo(conn: &rusqlite::Connection, source: &str, account: &str, until: i64)
 }
 
 /// Whether `target` already holds a ban on `account` ending no earlier.
-fn holds_at_least(conn: &rusqlite::Connection, target: &str, account: &str, until: i64) -> Result<bool> {
+fn holds_at_least(
+    conn: &rusqlite::Connection,
+    target: &str,
+    account: &str,
+    until: i64,
+) -> Result<bool> {
     let listed: Option<i64> = conn
         .prepare_cached(
             "SELECT e.value FROM entries e JOIN sources s ON s.id = e.source_id
@@ -97,7 +112,10 @@ fn holds_at_least(conn: &rusqlite::Connection, target: &str, account: &str, unti
         .prepare_cached("SELECT banned_until FROM mirrors WHERE target = ?1 AND account = ?2")?
         .query_row(params![target, account], |r| r.get(0))
         .optional()?;
-    Ok(listed.into_iter().chain(mirrored).any(|v| v >= until - END_TOLERANCE_SECS))
+    Ok(listed
+        .into_iter()
+        .chain(mirrored)
+        .any(|v| v >= until - END_TOLERANCE_SECS))
 }
 
 #[derive(Debug, Clone)]
@@ -160,7 +178,10 @@ impl Propagator {
         // One request carries one duration: group by target, action and end.
         let mut groups: BTreeMap<(String, String, Option<i64>), Vec<Job>> = BTreeMap::new();
         for j in jobs {
-            groups.entry((j.target.clone(), j.action.clone(), j.banned_until)).or_default().push(j);
+            groups
+                .entry((j.target.clone(), j.action.clone(), j.banned_until))
+                .or_default()
+                .push(j);
         }
         for ((target, action, until), jobs) in groups {
             let spec: SourceSpec = target.parse().map_err(StoreError::Invalid)?;
@@ -172,7 +193,10 @@ impl Propagator {
                 self.store
                     .write(move |ctx| {
                         for id in ids {
-                            ctx.conn.execute("UPDATE propagations SET state = 3, done_ms = ?2 WHERE id = ?1", params![id, now])?;
+                            ctx.conn.execute(
+                                "UPDATE propagations SET state = 3, done_ms = ?2 WHERE id = ?1",
+                                params![id, now],
+                            )?;
                         }
                         Ok(())
                     })
@@ -186,12 +210,22 @@ impl Propagator {
                     let until = until.unwrap_or(0);
                     let origin = self.origin_name(chunk[0].origin_source_id).await?;
                     let reason = format!("bansync: mirrored from {origin}");
-                    walk::ban(&self.client, &spec, &accounts, (until - now_s).max(1) as u64, &reason).await
+                    walk::ban(
+                        &self.client,
+                        &spec,
+                        &accounts,
+                        (until - now_s).max(1) as u64,
+                        &reason,
+                    )
+                    .await
                 } else {
                     walk::unban(&self.client, &spec, &accounts).await
                 };
                 let chunk = chunk.to_vec();
-                let r = self.store.write(move |ctx| record(ctx, &chunk, &outcome, now)).await?;
+                let r = self
+                    .store
+                    .write(move |ctx| record(ctx, &chunk, &outcome, now))
+                    .await?;
                 report.applied += r.applied;
                 report.failed += r.failed;
                 report.retrying += r.retrying;
@@ -201,33 +235,57 @@ impl Propagator {
         self.metrics.propagation("failed", report.failed as u64);
         self.metrics.propagation("retrying", report.retrying as u64);
         if report.requests > 0 {
-            tracing::info!(requests = report.requests, applied = report.applied, failed = report.failed,
-                retrying = report.retrying, skipped = report.skipped, "propagation pass");
+            tracing::info!(
+                requests = report.requests,
+                applied = report.applied,
+                failed = report.failed,
+                retrying = report.retrying,
+                skipped = report.skipped,
+                "propagation pass"
+            );
         }
         Ok(report)
     }
 
     async fn origin_name(&self, source_id: i64) -> Result<String> {
         self.store
-            .write(move |ctx| Ok(ctx.conn.query_row("SELECT spec FROM sources WHERE id = ?1", [source_id], |r| r.get(0))?))
+            .write(move |ctx| {
+                Ok(ctx.conn.query_row(
+                    "SELECT spec FROM sources WHERE id = ?1",
+                    [source_id],
+                    |r| r.get(0),
+                )?)
+            })
             .await
     }
 
     /// When the next queued job is due (Unix ms), if any.
     pub async fn next_due(&self) -> Result<Option<i64>> {
         self.store
-            .write(|ctx| Ok(ctx.conn.query_row("SELECT MIN(next_attempt_ms) FROM propagations WHERE state = 0", [], |r| r.get(0))?))
+            .write(|ctx| {
+                Ok(ctx.conn.query_row(
+                    "SELECT MIN(next_attempt_ms) FROM propagations WHERE state = 0",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
             .await
     }
 
     /// Runs passes until `stop`: when notified, and when a retry is due.
-    pub async fn run(self, mut wake: tokio::sync::mpsc::UnboundedReceiver<()>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(
+        self,
+        mut wake: tokio::sync::mpsc::UnboundedReceiver<()>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
             if let Err(e) = self.try_execute().await {
                 tracing::error!(error = %e, "propagation pass failed");
             }
             let wait = match self.next_due().await {
-                Ok(Some(due)) => Duration::from_millis((due - crate::store::now_ms()).clamp(50, 60_000) as u64),
+                Ok(Some(due)) => {
+                    Duration::from_millis((due - crate::store::now_ms()).clamp(50, 60_000) as u64)
+                }
                 _ => Duration::from_secs(60),
             };
             tokio::select! {
@@ -249,14 +307,37 @@ struct Recorded {
     retrying: usize,
 }
 
-fn record(ctx: &mut Ctx<'_>, jobs: &[Job], outcome: &walk::BatchOutcome, now: i64) -> Result<Recorded> {
+fn record(
+    ctx: &mut Ctx<'_>,
+    jobs: &[Job],
+    outcome: &walk::BatchOutcome,
+    now: i64,
+) -> Result<Recorded> {
     let mut r = Recorded::default();
     for j in jobs {
-        let origin: String = ctx.conn.query_row("SELECT spec FROM sources WHERE id = ?1", [j.origin_source_id], |x| x.get(0))?;
+        let origin: String = ctx.conn.query_row(
+            "SELECT spec FROM sources WHERE id = ?1",
+            [j.origin_source_id],
+            |x| x.get(0),
+        )?;
         let origin_spec: SourceSpec = origin.parse().map_err(StoreError::Invalid)?;
-        let failure = outcome.failed.iter().find(|(a, _)| a == &j.account).map(|(_, e)| e);
-        let mut change = Change::entry(EventType::PropagationApplied, &j.account, j.banned_until.unwrap_or(0), None, now);
-        change.value = if j.action == "ban" { j.banned_until } else { None };
+        let failure = outcome
+            .failed
+            .iter()
+            .find(|(a, _)| a == &j.account)
+            .map(|(_, e)| e);
+        let mut change = Change::entry(
+            EventType::PropagationApplied,
+            &j.account,
+            j.banned_until.unwrap_or(0),
+            None,
+            now,
+        );
+        change.value = if j.action == "ban" {
+            j.banned_until
+        } else {
+            None
+        };
         change.target = Some(j.target.clone());
         match failure {
             None => {
@@ -270,7 +351,10 @@ fn record(ctx: &mut Ctx<'_>, jobs: &[Job], outcome: &walk::BatchOutcome, now: i6
                         params![j.target, j.account, j.banned_until, origin, j.origin_event, now],
                     )?;
                 } else {
-                    ctx.conn.execute("DELETE FROM mirrors WHERE target = ?1 AND account = ?2", params![j.target, j.account])?;
+                    ctx.conn.execute(
+                        "DELETE FROM mirrors WHERE target = ?1 AND account = ?2",
+                        params![j.target, j.account],
+                    )?;
                 }
                 ops::emit(ctx, j.origin_source_id, &origin_spec, &change, now)?;
                 r.applied += 1;

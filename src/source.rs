@@ -43,7 +43,10 @@ pub struct SourceSpec {
 
 impl SourceSpec {
     pub fn new(kind: SourceKind, id: impl Into<String>) -> Self {
-        SourceSpec { kind, id: id.into() }
+        SourceSpec {
+            kind,
+            id: id.into(),
+        }
     }
 }
 
@@ -58,14 +61,18 @@ impl FromStr for SourceSpec {
 
     /// Splits at the first colon, so IDs may themselves contain colons.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (kind, id) = s
-            .split_once(':')
-            .ok_or_else(|| format!("`{s}` is not a source (write group:ID, room:ID or blocklist:ACCOUNT)"))?;
+        let (kind, id) = s.split_once(':').ok_or_else(|| {
+            format!("`{s}` is not a source (write group:ID, room:ID or blocklist:ACCOUNT)")
+        })?;
         let kind = match kind {
             "group" => SourceKind::Group,
             "room" => SourceKind::Room,
             "blocklist" => SourceKind::Blocklist,
-            other => return Err(format!("`{s}`: unknown source kind `{other}` (group, room or blocklist)")),
+            other => {
+                return Err(format!(
+                    "`{s}`: unknown source kind `{other}` (group, room or blocklist)"
+                ));
+            }
         };
         validate_id(id).map_err(|e| format!("`{s}`: {e}"))?;
         Ok(SourceSpec::new(kind, id))
@@ -147,9 +154,24 @@ mod tests {
 
     #[test]
     fn rejects_bad_specs() {
-        assert!("live-1".parse::<SourceSpec>().unwrap_err().contains("not a source"));
-        assert!("channel:x".parse::<SourceSpec>().unwrap_err().contains("unknown source kind"));
-        assert!("room:".parse::<SourceSpec>().unwrap_err().contains("empty ID"));
+        assert!(
+            "live-1"
+                .parse::<SourceSpec>()
+                .unwrap_err()
+                .contains("not a source")
+        );
+        assert!(
+            "channel:x"
+                .parse::<SourceSpec>()
+                .unwrap_err()
+                .contains("unknown source kind")
+        );
+        assert!(
+            "room:"
+                .parse::<SourceSpec>()
+                .unwrap_err()
+                .contains("empty ID")
+        );
     }
 
     #[test]

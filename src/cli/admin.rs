@@ -29,7 +29,11 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
-pub fn retry(config: &Option<PathBuf>, webhook: Option<String>, ids: Vec<i64>) -> Result<ExitCode, ExitCode> {
+pub fn retry(
+    config: &Option<PathBuf>,
+    webhook: Option<String>,
+    ids: Vec<i64>,
+) -> Result<ExitCode, ExitCode> {
     let settings = load_settings(config)?;
     if let Some(w) = &webhook
         && !settings.webhooks.iter().any(|h| &h.name == w)
@@ -43,7 +47,10 @@ pub fn retry(config: &Option<PathBuf>, webhook: Option<String>, ids: Vec<i64>) -
     tx.commit().map_err(fail)?;
     println!("re-queued {n} dead deliveries (a running daemon picks them up within seconds)");
     if !ids.is_empty() && n < ids.len() {
-        eprintln!("bansync: {} of the given ids are not dead deliveries", ids.len() - n);
+        eprintln!(
+            "bansync: {} of the given ids are not dead deliveries",
+            ids.len() - n
+        );
         return Err(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
@@ -59,12 +66,17 @@ pub fn replay(config: &Option<PathBuf>, webhook: &str, since: i64) -> Result<Exi
     let tx = conn.unchecked_transaction().map_err(fail)?;
     let n = ops::replay(&tx, hook, since, store::now_ms()).map_err(fail)?;
     tx.commit().map_err(fail)?;
-    println!("queued {n} events again for {webhook} (same webhook-id as before; receivers deduplicate)");
+    println!(
+        "queued {n} events again for {webhook} (same webhook-id as before; receivers deduplicate)"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 fn client(settings: &config::Settings) -> Arc<TencentClient> {
-    Arc::new(TencentClient::new(settings.tencent.clone(), Arc::new(Metrics::new())))
+    Arc::new(TencentClient::new(
+        settings.tencent.clone(),
+        Arc::new(Metrics::new()),
+    ))
 }
 
 fn report(outcome: walk::BatchOutcome, verb: &str) -> Result<ExitCode, ExitCode> {
@@ -74,7 +86,11 @@ fn report(outcome: walk::BatchOutcome, verb: &str) -> Result<ExitCode, ExitCode>
     for (account, e) in &outcome.failed {
         eprintln!("bansync: {account}: {e}");
     }
-    if outcome.failed.is_empty() { Ok(ExitCode::SUCCESS) } else { Err(ExitCode::from(1)) }
+    if outcome.failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(ExitCode::from(1))
+    }
 }
 
 pub fn ban(config: &Option<PathBuf>, args: BanArgs) -> Result<ExitCode, ExitCode> {
@@ -95,10 +111,20 @@ pub fn ban(config: &Option<PathBuf>, args: BanArgs) -> Result<ExitCode, ExitCode
     let target = SourceSpec::new(SourceKind::Room, args.room.clone());
     let c = client(&settings);
     let outcome = runtime().block_on(walk::ban(&c, &target, &args.accounts, secs, &args.reason));
-    report(outcome, &format!("banned in {target} for {}", crate::duration::format(args.duration)))
+    report(
+        outcome,
+        &format!(
+            "banned in {target} for {}",
+            crate::duration::format(args.duration)
+        ),
+    )
 }
 
-pub fn unban(config: &Option<PathBuf>, room: &str, accounts: Vec<String>) -> Result<ExitCode, ExitCode> {
+pub fn unban(
+    config: &Option<PathBuf>,
+    room: &str,
+    accounts: Vec<String>,
+) -> Result<ExitCode, ExitCode> {
     let settings = load_settings(config)?;
     crate::logging::init(settings.log_format, "warn");
     let target = SourceSpec::new(SourceKind::Room, room);
@@ -121,7 +147,10 @@ pub fn usersig(
     }
     let id = identifier.unwrap_or_else(|| t.identifier.clone());
     let now = (store::now_ms() / 1000) as u64;
-    println!("{}", usersig::generate(t.secret_key.expose(), t.sdkappid, &id, expire, now, None));
+    println!(
+        "{}",
+        usersig::generate(t.secret_key.expose(), t.sdkappid, &id, expire, now, None)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -135,7 +164,10 @@ pub fn sim(config: &Option<PathBuf>, args: SimArgs) -> Result<ExitCode, ExitCode
         None => None,
     };
     let t = from_config.as_ref().map(|s| &s.tencent);
-    let sdkappid = args.sdkappid.or(t.map(|t| t.sdkappid)).unwrap_or(crate::sim::DEMO_SDKAPPID);
+    let sdkappid = args
+        .sdkappid
+        .or(t.map(|t| t.sdkappid))
+        .unwrap_or(crate::sim::DEMO_SDKAPPID);
     let identifier = args
         .identifier
         .or(t.map(|t| t.identifier.clone()))

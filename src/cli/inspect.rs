@@ -62,14 +62,26 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> Result<ExitCode, ExitC
                 v
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"sources": sources, "webhooks": hooks})).unwrap());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"sources": sources, "webhooks": hooks})).unwrap()
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<40} {:<12} {:<21} {:>8} {:>7}  LAST ERROR", "SOURCE", "STATUS", "LAST COMPLETE WALK", "ENTRIES", "EVENTS");
+    println!(
+        "{:<40} {:<12} {:<21} {:>8} {:>7}  LAST ERROR",
+        "SOURCE", "STATUS", "LAST COMPLETE WALK", "ENTRIES", "EVENTS"
+    );
     for s in &sources {
-        let mark = if configured.contains(&s.source) { "" } else { " (no longer configured)" };
+        let mark = if configured.contains(&s.source) {
+            ""
+        } else {
+            " (no longer configured)"
+        };
         let err = match (&s.last_error, &s.last_error_at) {
-            (Some(e), Some(at)) if s.consecutive_failures > 0 || s.status == "unavailable" => format!("{at} {e}"),
+            (Some(e), Some(at)) if s.consecutive_failures > 0 || s.status == "unavailable" => {
+                format!("{at} {e}")
+            }
             _ => "-".into(),
         };
         println!(
@@ -82,17 +94,30 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> Result<ExitCode, ExitC
         );
     }
     println!();
-    println!("{:<24} {:>8} {:>6} {:>10}  STATE", "WEBHOOK", "PENDING", "DEAD", "DELIVERED");
+    println!(
+        "{:<24} {:>8} {:>6} {:>10}  STATE",
+        "WEBHOOK", "PENDING", "DEAD", "DELIVERED"
+    );
     for h in &hooks {
         let state = if !names.contains(&h.webhook) {
             "not configured".to_string()
         } else if h.disabled {
-            format!("disabled ({}) until the configuration is reloaded", or_dash(&h.disabled_reason))
+            format!(
+                "disabled ({}) until the configuration is reloaded",
+                or_dash(&h.disabled_reason)
+            )
         } else {
             "enabled".into()
         };
-        let oldest = h.oldest_pending.as_ref().map(|o| format!(", oldest owed since {o}")).unwrap_or_default();
-        println!("{:<24} {:>8} {:>6} {:>10}  {state}{oldest}", h.webhook, h.pending, h.dead, h.delivered);
+        let oldest = h
+            .oldest_pending
+            .as_ref()
+            .map(|o| format!(", oldest owed since {o}"))
+            .unwrap_or_default();
+        println!(
+            "{:<24} {:>8} {:>6} {:>10}  {state}{oldest}",
+            h.webhook, h.pending, h.dead, h.delivered
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -100,12 +125,27 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> Result<ExitCode, ExitC
 fn print_event_line(e: &queries::EventRow) {
     let d = &e.body["data"];
     let mut extra = String::new();
-    for k in ["banned_until", "previous_banned_until", "blocked_at", "previous_blocked_at", "target", "error_code", "error_info"] {
+    for k in [
+        "banned_until",
+        "previous_banned_until",
+        "blocked_at",
+        "previous_blocked_at",
+        "target",
+        "error_code",
+        "error_info",
+    ] {
         if let Some(v) = d.get(k).filter(|v| !v.is_null()) {
             extra.push_str(&format!(" {k}={v}"));
         }
     }
-    println!("{} {} #{} {} {}{extra}", e.timestamp, e.source, e.seq, e.kind, e.account.as_deref().unwrap_or("-"));
+    println!(
+        "{} {} #{} {} {}{extra}",
+        e.timestamp,
+        e.source,
+        e.seq,
+        e.kind,
+        e.account.as_deref().unwrap_or("-")
+    );
 }
 
 pub fn events(
@@ -137,10 +177,17 @@ pub fn events(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn history(config: &Option<PathBuf>, account: &str, as_json: bool) -> Result<ExitCode, ExitCode> {
+pub fn history(
+    config: &Option<PathBuf>,
+    account: &str,
+    as_json: bool,
+) -> Result<ExitCode, ExitCode> {
     let settings = load_settings(config)?;
     let conn = open(&settings)?;
-    let filter = EventFilter { account: Some(account.to_string()), ..Default::default() };
+    let filter = EventFilter {
+        account: Some(account.to_string()),
+        ..Default::default()
+    };
     let rows = queries::events(&conn, &filter).map_err(fail)?;
     let mirrors = queries::mirrors_of(&conn, account).map_err(fail)?;
     if as_json {
@@ -151,7 +198,11 @@ pub fn history(config: &Option<PathBuf>, account: &str, as_json: bool) -> Result
                 json!({"event": r.body, "mirrored": caused})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"account": account, "timeline": timeline})).unwrap());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"account": account, "timeline": timeline}))
+                .unwrap()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
@@ -160,15 +211,25 @@ pub fn history(config: &Option<PathBuf>, account: &str, as_json: bool) -> Result
     for r in &rows {
         print_event_line(r);
         for m in mirrors.iter().filter(|m| m.origin_event == r.id) {
-            let until = m.banned_until.map(|u| format!(" until {u}")).unwrap_or_default();
-            let code = m.error_code.map(|c| format!(" (error {c})")).unwrap_or_default();
+            let until = m
+                .banned_until
+                .map(|u| format!(" until {u}"))
+                .unwrap_or_default();
+            let code = m
+                .error_code
+                .map(|c| format!(" (error {c})"))
+                .unwrap_or_default();
             println!("    -> {} {}: {}{until}{code}", m.action, m.target, m.state);
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn dead(config: &Option<PathBuf>, webhook: Option<String>, as_json: bool) -> Result<ExitCode, ExitCode> {
+pub fn dead(
+    config: &Option<PathBuf>,
+    webhook: Option<String>,
+    as_json: bool,
+) -> Result<ExitCode, ExitCode> {
     let settings = load_settings(config)?;
     let conn = open(&settings)?;
     let rows = queries::dead_deliveries(&conn, webhook.as_deref()).map_err(fail)?;
@@ -188,7 +249,9 @@ pub fn dead(config: &Option<PathBuf>, webhook: Option<String>, as_json: bool) ->
             d.source,
             d.kind,
             d.attempts,
-            d.last_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            d.last_status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             or_dash(&d.last_error)
         );
     }

@@ -13,7 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{self, Settings};
 
 #[derive(Debug, Parser)]
-#[command(name = "bansync", version, about = "Watches Tencent Cloud Chat ban lists and blocklists and delivers every change as a signed webhook.")]
+#[command(
+    name = "bansync",
+    version,
+    about = "Watches Tencent Cloud Chat ban lists and blocklists and delivers every change as a signed webhook."
+)]
 pub struct Cli {
     /// Configuration file [default: $CONFIGURATION_DIRECTORY/bansync.toml, else ./config/bansync.toml]
     #[arg(long, global = true, value_name = "PATH")]
@@ -162,7 +166,10 @@ fn parse_event_type(s: &str) -> Result<String, String> {
     if config::EVENT_TYPES.iter().any(|t| p.matches(t)) {
         Ok(s.to_string())
     } else {
-        Err(format!("`{s}` matches no event type ({})", config::EVENT_TYPES.join(", ")))
+        Err(format!(
+            "`{s}` matches no event type ({})",
+            config::EVENT_TYPES.join(", ")
+        ))
     }
 }
 
@@ -173,7 +180,9 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
     }
     match crate::duration::parse(s) {
         Ok(d) => Ok(crate::store::now_ms() - d.as_millis() as i64),
-        Err(_) => Err(format!("`{s}` is not an RFC 3339 time (2026-11-21T10:00:00Z) or a duration ago (1h)")),
+        Err(_) => Err(format!(
+            "`{s}` is not an RFC 3339 time (2026-11-21T10:00:00Z) or a duration ago (1h)"
+        )),
     }
 }
 
@@ -207,12 +216,20 @@ pub fn main() -> ExitCode {
             Err(code) => Err(code),
         },
         Command::Status { json } => inspect::status(&cli.config, json),
-        Command::Events { sources, types, since, limit, json } => {
-            inspect::events(&cli.config, sources, types, since, limit, json)
-        }
+        Command::Events {
+            sources,
+            types,
+            since,
+            limit,
+            json,
+        } => inspect::events(&cli.config, sources, types, since, limit, json),
         Command::History { account, json } => inspect::history(&cli.config, &account, json),
-        Command::Deliveries(DeliveriesCommand::Dead { webhook, json }) => inspect::dead(&cli.config, webhook, json),
-        Command::Deliveries(DeliveriesCommand::Retry { webhook, ids }) => admin::retry(&cli.config, webhook, ids),
+        Command::Deliveries(DeliveriesCommand::Dead { webhook, json }) => {
+            inspect::dead(&cli.config, webhook, json)
+        }
+        Command::Deliveries(DeliveriesCommand::Retry { webhook, ids }) => {
+            admin::retry(&cli.config, webhook, ids)
+        }
         Command::Replay { webhook, since } => admin::replay(&cli.config, &webhook, since),
         Command::Ban(args) => admin::ban(&cli.config, args),
         Command::Unban { room, accounts } => admin::unban(&cli.config, &room, accounts),
@@ -225,5 +242,8 @@ pub fn main() -> ExitCode {
 
 /// A runtime for commands that need one.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts")
 }

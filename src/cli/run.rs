@@ -99,18 +99,32 @@ pub fn run(config_path: &Option<PathBuf>) -> Result<ExitCode, ExitCode> {
     })
 }
 
-pub fn sync(config_path: &Option<PathBuf>, only: Vec<SourceSpec>, dry_run: bool) -> Result<ExitCode, ExitCode> {
+pub fn sync(
+    config_path: &Option<PathBuf>,
+    only: Vec<SourceSpec>,
+    dry_run: bool,
+) -> Result<ExitCode, ExitCode> {
     let settings = load_settings(config_path)?;
     for s in &only {
         if !settings.sources.contains(s) {
-            eprintln!("bansync: --source {s}: not a configured source (see `bansync check-config`)");
+            eprintln!(
+                "bansync: --source {s}: not a configured source (see `bansync check-config`)"
+            );
             return Err(ExitCode::from(2));
         }
     }
-    let sources = if only.is_empty() { settings.sources.clone() } else { only };
+    let sources = if only.is_empty() {
+        settings.sources.clone()
+    } else {
+        only
+    };
     let terminal = std::io::stderr().is_terminal();
     // Log lines would tear the progress bar: on a terminal, warnings only.
-    let level = if terminal { "warn" } else { settings.log_level.as_str() };
+    let level = if terminal {
+        "warn"
+    } else {
+        settings.log_level.as_str()
+    };
     crate::logging::init(settings.log_format, level);
     runtime().block_on(async move {
         let metrics = Arc::new(Metrics::new());

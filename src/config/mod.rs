@@ -56,7 +56,8 @@ pub enum Region {
 }
 
 impl Region {
-    pub const NAMES: &'static str = "china | singapore | seoul | tokyo | frankfurt | mumbai | silicon-valley | jakarta";
+    pub const NAMES: &'static str =
+        "china | singapore | seoul | tokyo | frankfurt | mumbai | silicon-valley | jakarta";
 
     pub fn parse(s: &str) -> Option<Region> {
         Some(match s {
@@ -88,7 +89,10 @@ impl Region {
 
     /// The live-room service is offered in four regions only.
     pub fn has_live_rooms(self) -> bool {
-        matches!(self, Region::China | Region::Singapore | Region::SiliconValley | Region::Jakarta)
+        matches!(
+            self,
+            Region::China | Region::Singapore | Region::SiliconValley | Region::Jakarta
+        )
     }
 }
 
@@ -147,7 +151,8 @@ pub struct WebhookSettings {
 
 impl WebhookSettings {
     pub fn wants(&self, event_type: &str, source: &str) -> bool {
-        self.events.iter().any(|p| p.matches(event_type)) && self.sources.iter().any(|p| p.matches(source))
+        self.events.iter().any(|p| p.matches(event_type))
+            && self.sources.iter().any(|p| p.matches(source))
     }
 }
 
@@ -204,7 +209,9 @@ pub struct Environment {
 impl Environment {
     pub fn from_process() -> Self {
         Environment {
-            vars: std::env::vars().filter(|(k, _)| k.starts_with("BANSYNC_")).collect(),
+            vars: std::env::vars()
+                .filter(|(k, _)| k.starts_with("BANSYNC_"))
+                .collect(),
             credentials_dir: std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
             state_dir: std::env::var_os("STATE_DIRECTORY")
                 .map(|d| PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default())),
@@ -218,8 +225,12 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 }
 
 pub fn load_with(path: &Path, env: &Environment) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("cannot read configuration file `{}`: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read configuration file `{}`: {e}",
+            path.display()
+        ))
+    })?;
     let raw = parse_layers(&text, env)?;
     validate(raw, path, env)
 }
@@ -257,7 +268,11 @@ fn coerce_env_strings(v: &mut serde_json::Value) {
         ("sync", "page_size"),
         ("sync", "max_concurrent_walks"),
     ];
-    const LISTS: &[(&str, &str)] = &[("sources", "groups"), ("sources", "rooms"), ("sources", "blocklists")];
+    const LISTS: &[(&str, &str)] = &[
+        ("sources", "groups"),
+        ("sources", "rooms"),
+        ("sources", "blocklists"),
+    ];
     let Some(top) = v.as_object_mut() else { return };
     for (section, key) in NUMERIC {
         if let Some(Value::String(s)) = top.get_mut(*section).and_then(|s| s.get_mut(*key))
@@ -270,7 +285,12 @@ fn coerce_env_strings(v: &mut serde_json::Value) {
         if let Some(slot) = top.get_mut(*section).and_then(|s| s.get_mut(*key))
             && let Value::String(s) = slot
         {
-            let items = s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(Value::from).collect();
+            let items = s
+                .split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(Value::from)
+                .collect();
             *slot = Value::Array(items);
         }
     }
@@ -283,7 +303,11 @@ fn parse_duration(key: &str, v: Option<&str>, default: Duration) -> Result<Durat
     }
 }
 
-fn nonzero_duration(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+fn nonzero_duration(
+    key: &str,
+    v: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     let d = parse_duration(key, v, default)?;
     if d.is_zero() {
         return err(format!("{key}: must be longer than zero"));
@@ -323,23 +347,37 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
         return err("tencent.secret_key: empty");
     }
     let (region, base_urls) = match (t.region.as_deref(), t.base_url.as_deref()) {
-        (Some(_), Some(_)) => return err("tencent.base_url: give either region or base_url, not both"),
+        (Some(_), Some(_)) => {
+            return err("tencent.base_url: give either region or base_url, not both");
+        }
         (None, None) => return err(format!("tencent.region: missing ({})", Region::NAMES)),
         (Some(r), None) => {
-            let region = Region::parse(r)
-                .ok_or_else(|| ConfigError(format!("tencent.region: unknown region `{r}` ({})", Region::NAMES)))?;
+            let region = Region::parse(r).ok_or_else(|| {
+                ConfigError(format!(
+                    "tencent.region: unknown region `{r}` ({})",
+                    Region::NAMES
+                ))
+            })?;
             let (a, b) = region.domains();
-            (Some(region), vec![format!("https://{a}"), format!("https://{b}")])
+            (
+                Some(region),
+                vec![format!("https://{a}"), format!("https://{b}")],
+            )
         }
         (None, Some(u)) => {
-            let url = reqwest::Url::parse(u).map_err(|e| ConfigError(format!("tencent.base_url: `{u}`: {e}")))?;
+            let url = reqwest::Url::parse(u)
+                .map_err(|e| ConfigError(format!("tencent.base_url: `{u}`: {e}")))?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
                 return err(format!("tencent.base_url: `{u}` is not an http(s) URL"));
             }
             (None, vec![u.trim_end_matches('/').to_string()])
         }
     };
-    let usersig_ttl = parse_duration("tencent.usersig_ttl", t.usersig_ttl.as_deref(), Duration::from_secs(86400))?;
+    let usersig_ttl = parse_duration(
+        "tencent.usersig_ttl",
+        t.usersig_ttl.as_deref(),
+        Duration::from_secs(86400),
+    )?;
     if usersig_ttl < Duration::from_secs(300) {
         return err("tencent.usersig_ttl: must be at least 5m (the sig is renewed before it ends)");
     }
@@ -347,7 +385,11 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
     if requests_per_second == 0 || requests_per_second > 100_000 {
         return err("tencent.requests_per_second: must be between 1 and 100000");
     }
-    let timeout = nonzero_duration("tencent.timeout", t.timeout.as_deref(), Duration::from_secs(10))?;
+    let timeout = nonzero_duration(
+        "tencent.timeout",
+        t.timeout.as_deref(),
+        Duration::from_secs(10),
+    )?;
 
     let store_path = {
         let p = PathBuf::from(raw.store.path.as_deref().unwrap_or("bansync.db"));
@@ -368,21 +410,36 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
     let schedule = match (s.interval.as_deref(), s.cron.as_deref()) {
         (Some(_), Some(_)) => return err("sync.cron: give either interval or cron, not both"),
         (None, Some(c)) => {
-            crate::sync::scheduler::validate_cron(c).map_err(|e| ConfigError(format!("sync.cron: `{c}`: {e}")))?;
+            crate::sync::scheduler::validate_cron(c)
+                .map_err(|e| ConfigError(format!("sync.cron: `{c}`: {e}")))?;
             Schedule::Cron(c.to_string())
         }
-        (i, None) => Schedule::Interval(nonzero_duration("sync.interval", i, Duration::from_secs(300))?),
+        (i, None) => Schedule::Interval(nonzero_duration(
+            "sync.interval",
+            i,
+            Duration::from_secs(300),
+        )?),
     };
     let page_size = s.page_size.unwrap_or(100);
     if !(1..=100).contains(&page_size) {
-        return err(format!("sync.page_size: {page_size} is out of range (1 to 100, the vendor's maximum)"));
+        return err(format!(
+            "sync.page_size: {page_size} is out of range (1 to 100, the vendor's maximum)"
+        ));
     }
     let initial = match s.initial.as_deref().unwrap_or("baseline") {
         "baseline" => Initial::Baseline,
         "emit" => Initial::Emit,
-        other => return err(format!("sync.initial: unknown value `{other}` (baseline | emit)")),
+        other => {
+            return err(format!(
+                "sync.initial: unknown value `{other}` (baseline | emit)"
+            ));
+        }
     };
-    let confirm_delay = parse_duration("sync.confirm_delay", s.confirm_delay.as_deref(), Duration::from_secs(5))?;
+    let confirm_delay = parse_duration(
+        "sync.confirm_delay",
+        s.confirm_delay.as_deref(),
+        Duration::from_secs(5),
+    )?;
     let max_concurrent_walks = s.max_concurrent_walks.unwrap_or(64) as usize;
     if max_concurrent_walks == 0 {
         return err("sync.max_concurrent_walks: must be at least 1");
@@ -398,7 +455,8 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
         ("sources.blocklists", SourceKind::Blocklist, &src.blocklists),
     ] {
         for (i, id) in list.iter().enumerate() {
-            crate::source::validate_id(id).map_err(|e| ConfigError(format!("{key}[{i}]: `{id}`: {e}")))?;
+            crate::source::validate_id(id)
+                .map_err(|e| ConfigError(format!("{key}[{i}]: `{id}`: {e}")))?;
             let spec = SourceSpec::new(kind, id.as_str());
             if sources.contains(&spec) {
                 return err(format!("{key}[{i}]: `{id}` is listed twice"));
@@ -424,8 +482,14 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
         let at = format!("webhook[{i}]");
         let name = match w.name.as_deref().map(str::trim) {
             None | Some("") => return err(format!("{at}.name: missing")),
-            Some(n) if !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
-                return err(format!("{at}.name: `{n}` may hold only letters, digits, - and _"));
+            Some(n)
+                if !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+            {
+                return err(format!(
+                    "{at}.name: `{n}` may hold only letters, digits, - and _"
+                ));
             }
             Some(n) => n.to_string(),
         };
@@ -436,7 +500,8 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
         let url = match w.url.as_deref() {
             None => return err(format!("{at}.url: missing")),
             Some(u) => {
-                let parsed = reqwest::Url::parse(u).map_err(|e| ConfigError(format!("{at}.url: `{u}`: {e}")))?;
+                let parsed = reqwest::Url::parse(u)
+                    .map_err(|e| ConfigError(format!("{at}.url: `{u}`: {e}")))?;
                 if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
                     return err(format!("{at}.url: `{u}` is not an http(s) URL"));
                 }
@@ -452,7 +517,11 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
             env.credentials_dir.as_deref(),
         )
         .map_err(ConfigError)?
-        .ok_or_else(|| ConfigError(format!("{at}.secret: missing (secret, secret_file, or credential {credential})")))?;
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "{at}.secret: missing (secret, secret_file, or credential {credential})"
+            ))
+        })?;
         let mut keys = Vec::new();
         for (j, part) in secret.expose().split_whitespace().enumerate() {
             let b64 = part.strip_prefix("whsec_").unwrap_or(part);
@@ -460,17 +529,24 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
                 ConfigError(format!("{at}.secret: secret #{} is not a whsec_ secret (whsec_ followed by base64)", j + 1))
             })?;
             if key.len() < 16 {
-                return err(format!("{at}.secret: secret #{} is shorter than 16 bytes once decoded", j + 1));
+                return err(format!(
+                    "{at}.secret: secret #{} is shorter than 16 bytes once decoded",
+                    j + 1
+                ));
             }
             // Kept as raw bytes in a Secret; base64 again so Secret stays a String.
-            keys.push(Secret::new(base64::engine::general_purpose::STANDARD.encode(key)));
+            keys.push(Secret::new(
+                base64::engine::general_purpose::STANDARD.encode(key),
+            ));
         }
         if keys.is_empty() {
             return err(format!("{at}.secret: empty"));
         }
         let events: Vec<Pattern> = match w.events {
             None => vec![Pattern::new("*")],
-            Some(list) if list.is_empty() => return err(format!("{at}.events: empty (omit it for all events)")),
+            Some(list) if list.is_empty() => {
+                return err(format!("{at}.events: empty (omit it for all events)"));
+            }
             Some(list) => {
                 let mut out = Vec::new();
                 for p in list {
@@ -485,24 +561,41 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
         };
         let source_filters = match w.sources {
             None => vec![Pattern::new("*")],
-            Some(list) if list.is_empty() => return err(format!("{at}.sources: empty (omit it for all sources)")),
+            Some(list) if list.is_empty() => {
+                return err(format!("{at}.sources: empty (omit it for all sources)"));
+            }
             Some(list) => {
                 for p in &list {
                     let kind = p.split(':').next().unwrap_or_default();
-                    if !p.contains(':') && p != "*" || !(kind == "*" || SourceKind::ALL.iter().any(|k| k.as_str() == kind)) {
-                        return err(format!("{at}.sources: `{p}` is not a source pattern (e.g. room:*, group:@TGS#1)"));
+                    if !p.contains(':') && p != "*"
+                        || !(kind == "*" || SourceKind::ALL.iter().any(|k| k.as_str() == kind))
+                    {
+                        return err(format!(
+                            "{at}.sources: `{p}` is not a source pattern (e.g. room:*, group:@TGS#1)"
+                        ));
                     }
                 }
                 list.into_iter().map(Pattern::new).collect()
             }
         };
-        let timeout = nonzero_duration(&format!("{at}.timeout"), w.timeout.as_deref(), Duration::from_secs(15))?;
+        let timeout = nonzero_duration(
+            &format!("{at}.timeout"),
+            w.timeout.as_deref(),
+            Duration::from_secs(15),
+        )?;
         let retry_schedule = match w.retry_schedule {
-            None => DEFAULT_RETRY_SCHEDULE.iter().map(|s| Duration::from_secs(*s)).collect(),
+            None => DEFAULT_RETRY_SCHEDULE
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
             Some(list) => {
                 let mut out = Vec::new();
                 for (j, d) in list.iter().enumerate() {
-                    out.push(parse_duration(&format!("{at}.retry_schedule[{j}]"), Some(d), Duration::ZERO)?);
+                    out.push(parse_duration(
+                        &format!("{at}.retry_schedule[{j}]"),
+                        Some(d),
+                        Duration::ZERO,
+                    )?);
                 }
                 out
             }
@@ -533,9 +626,13 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
             }
             list.iter()
                 .map(|s| {
-                    let spec: SourceSpec = s.parse().map_err(|e| ConfigError(format!("{at}.{key}: {e}")))?;
+                    let spec: SourceSpec = s
+                        .parse()
+                        .map_err(|e| ConfigError(format!("{at}.{key}: {e}")))?;
                     if spec.kind == SourceKind::Blocklist {
-                        return err(format!("{at}.{key}: `{s}`: only groups and rooms hold bans"));
+                        return err(format!(
+                            "{at}.{key}: `{s}`: only groups and rooms hold bans"
+                        ));
                     }
                     Ok(spec)
                 })
@@ -545,31 +642,44 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
         let to = parse_list("to", &r.to)?;
         for f in &from {
             if !sources.contains(f) {
-                return err(format!("{at}.from: `{f}` is not a watched source (add it under [sources])"));
+                return err(format!(
+                    "{at}.from: `{f}` is not a watched source (add it under [sources])"
+                ));
             }
             if to.contains(f) {
                 return err(format!("{at}.to: `{f}` is both origin and target"));
             }
         }
-        propagate.push(PropagateRule { from, to, lift: r.lift });
+        propagate.push(PropagateRule {
+            from,
+            to,
+            lift: r.lift,
+        });
     }
 
     let http_listen = match raw.http.listen.as_deref() {
         None => Some("127.0.0.1:9187".parse().unwrap()),
         Some("") | Some("off") => None,
-        Some(a) => Some(
-            a.parse::<SocketAddr>()
-                .map_err(|_| ConfigError(format!("http.listen: `{a}` is not an address like 127.0.0.1:9187")))?,
-        ),
+        Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+            ConfigError(format!(
+                "http.listen: `{a}` is not an address like 127.0.0.1:9187"
+            ))
+        })?),
     };
     let log_format = match raw.log.format.as_deref().unwrap_or("text") {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
-        other => return err(format!("log.format: unknown format `{other}` (text | json)")),
+        other => {
+            return err(format!(
+                "log.format: unknown format `{other}` (text | json)"
+            ));
+        }
     };
     let log_level = raw.log.level.unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-        return err(format!("log.level: `{log_level}` is not a level or filter (error, warn, info, debug, trace)"));
+        return err(format!(
+            "log.level: `{log_level}` is not a level or filter (error, warn, info, debug, trace)"
+        ));
     }
 
     Ok(Settings {
@@ -612,7 +722,11 @@ impl Settings {
         let t = &self.tencent;
         let _ = writeln!(out, "configuration: {}", self.path.display());
         let _ = writeln!(out, "tencent: sdkappid {} as {}", t.sdkappid, t.identifier);
-        let _ = writeln!(out, "  endpoint: {}", t.base_urls.join(" (backup: ") + if t.base_urls.len() > 1 { ")" } else { "" });
+        let _ = writeln!(
+            out,
+            "  endpoint: {}",
+            t.base_urls.join(" (backup: ") + if t.base_urls.len() > 1 { ")" } else { "" }
+        );
         let _ = writeln!(out, "  secret key: [redacted] ({})", t.secret_origin);
         let _ = writeln!(
             out,
@@ -655,7 +769,12 @@ impl Settings {
             );
         }
         for (i, r) in self.propagate.iter().enumerate() {
-            let names = |v: &[SourceSpec]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
+            let names = |v: &[SourceSpec]| {
+                v.iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             let _ = writeln!(
                 out,
                 "propagate[{i}]: {} -> {}{}",

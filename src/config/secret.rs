@@ -60,7 +60,9 @@ pub fn resolve(
     credentials_dir: Option<&Path>,
 ) -> Result<Option<(Secret, SecretOrigin)>, String> {
     if inline.is_some() && file.is_some() {
-        return Err(format!("{key}: give either the value or `{key}_file`, not both"));
+        return Err(format!(
+            "{key}: give either the value or `{key}_file`, not both"
+        ));
     }
     if let Some(v) = inline {
         return Ok(Some((Secret::new(v), SecretOrigin::Inline)));
@@ -68,7 +70,10 @@ pub fn resolve(
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{key}_file: cannot read `{path}`: {e}"))?;
-        return Ok(Some((Secret::new(text.trim_end_matches(['\n', '\r'])), SecretOrigin::File(path.into()))));
+        return Ok(Some((
+            Secret::new(text.trim_end_matches(['\n', '\r'])),
+            SecretOrigin::File(path.into()),
+        )));
     }
     if let Some(dir) = credentials_dir {
         let path = dir.join(credential);
@@ -101,14 +106,35 @@ mod tests {
         std::fs::write(dir.path().join("cred"), "fromcred\n").unwrap();
         let file = dir.path().join("k");
         let file = file.to_str().unwrap();
-        let (s, o) = resolve("secret", Some("inline"), None, "cred", Some(dir.path())).unwrap().unwrap();
+        let (s, o) = resolve("secret", Some("inline"), None, "cred", Some(dir.path()))
+            .unwrap()
+            .unwrap();
         assert_eq!((s.expose(), o), ("inline", SecretOrigin::Inline));
-        let (s, _) = resolve("secret", None, Some(file), "cred", Some(dir.path())).unwrap().unwrap();
+        let (s, _) = resolve("secret", None, Some(file), "cred", Some(dir.path()))
+            .unwrap()
+            .unwrap();
         assert_eq!(s.expose(), "fromfile");
-        let (s, o) = resolve("secret", None, None, "cred", Some(dir.path())).unwrap().unwrap();
-        assert_eq!((s.expose(), o), ("fromcred", SecretOrigin::Credential("cred".into())));
-        assert!(resolve("secret", None, None, "nope", Some(dir.path())).unwrap().is_none());
-        assert!(resolve("secret", Some("a"), Some(file), "c", None).unwrap_err().contains("not both"));
-        assert!(resolve("secret", None, Some("/nonexistent/x"), "c", None).unwrap_err().contains("secret_file"));
+        let (s, o) = resolve("secret", None, None, "cred", Some(dir.path()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (s.expose(), o),
+            ("fromcred", SecretOrigin::Credential("cred".into()))
+        );
+        assert!(
+            resolve("secret", None, None, "nope", Some(dir.path()))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            resolve("secret", Some("a"), Some(file), "c", None)
+                .unwrap_err()
+                .contains("not both")
+        );
+        assert!(
+            resolve("secret", None, Some("/nonexistent/x"), "c", None)
+                .unwrap_err()
+                .contains("secret_file")
+        );
     }
 }

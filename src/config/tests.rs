@@ -42,7 +42,10 @@ fn the_contract_example_loads() {
     assert_eq!(s.tencent.base_urls[0], "https://adminapisgp.im.qcloud.com");
     assert_eq!(s.tencent.base_urls[1], "https://adminapisgp.my-imcloud.com");
     assert_eq!(s.sources.len(), 4);
-    assert_eq!(s.sync.schedule, Schedule::Interval(Duration::from_secs(300)));
+    assert_eq!(
+        s.sync.schedule,
+        Schedule::Interval(Duration::from_secs(300))
+    );
     assert_eq!(s.sync.page_size, 100);
     assert_eq!(s.sync.initial, Initial::Baseline);
     assert_eq!(s.webhooks[0].keys.len(), 1);
@@ -81,9 +84,18 @@ fn environment_overrides_the_file() {
         ..Default::default()
     };
     let s = load_text(GOOD, &env).unwrap();
-    assert_eq!(s.tencent.secret_key.expose(), "00123", "a secret of digits stays a string");
+    assert_eq!(
+        s.tencent.secret_key.expose(),
+        "00123",
+        "a secret of digits stays a string"
+    );
     assert_eq!(s.sync.page_size, 50);
-    let rooms: Vec<_> = s.sources.iter().filter(|x| x.kind == SourceKind::Room).map(|x| x.id.as_str()).collect();
+    let rooms: Vec<_> = s
+        .sources
+        .iter()
+        .filter(|x| x.kind == SourceKind::Room)
+        .map(|x| x.id.as_str())
+        .collect();
     assert_eq!(rooms, ["a", "b", "c"]);
 }
 
@@ -91,15 +103,30 @@ fn environment_overrides_the_file() {
 fn secrets_from_files_and_credentials() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tim-secret-key"), "fromcred\n").unwrap();
-    std::fs::write(dir.path().join("webhook-moderation-secret"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
-    let text = GOOD.replace("secret_key = \"k3y\"\n", "").replace("secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n", "");
-    let env = Environment { credentials_dir: Some(dir.path().into()), ..Default::default() };
+    std::fs::write(
+        dir.path().join("webhook-moderation-secret"),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n",
+    )
+    .unwrap();
+    let text = GOOD
+        .replace("secret_key = \"k3y\"\n", "")
+        .replace("secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n", "");
+    let env = Environment {
+        credentials_dir: Some(dir.path().into()),
+        ..Default::default()
+    };
     let s = load_text(&text, &env).unwrap();
     assert_eq!(s.tencent.secret_key.expose(), "fromcred");
-    assert_eq!(s.tencent.secret_origin, SecretOrigin::Credential("tim-secret-key".into()));
+    assert_eq!(
+        s.tencent.secret_origin,
+        SecretOrigin::Credential("tim-secret-key".into())
+    );
     assert_eq!(s.webhooks[0].keys.len(), 1);
     let described = s.describe();
-    assert!(!described.contains("fromcred") && !described.contains("MfKQ9r8"), "{described}");
+    assert!(
+        !described.contains("fromcred") && !described.contains("MfKQ9r8"),
+        "{described}"
+    );
 }
 
 #[test]
@@ -113,8 +140,14 @@ fn rotation_signs_with_each_secret() {
 
 #[test]
 fn state_directory_holds_relative_store_paths() {
-    let env = Environment { state_dir: Some("/var/lib/bansync".into()), ..Default::default() };
-    assert_eq!(load_text(GOOD, &env).unwrap().store_path, PathBuf::from("/var/lib/bansync/bansync.db"));
+    let env = Environment {
+        state_dir: Some("/var/lib/bansync".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        load_text(GOOD, &env).unwrap().store_path,
+        PathBuf::from("/var/lib/bansync/bansync.db")
+    );
 }
 
 /// Each fault, and the key its message must name.
@@ -163,12 +196,18 @@ fn faults_name_their_key() {
     assert!(cases.len() >= 10);
     for (text, key) in cases {
         let msg = fault(&text);
-        assert!(msg.contains(key), "expected the message to name `{key}`, got: {msg}");
+        assert!(
+            msg.contains(key),
+            "expected the message to name `{key}`, got: {msg}"
+        );
     }
 }
 
 #[test]
 fn secrets_never_appear_in_errors() {
-    let text = GOOD.replace("secret_key = \"k3y\"", "secret_key = \"sup3rs3cret\"\nsecret_key_file = \"/x\"");
+    let text = GOOD.replace(
+        "secret_key = \"k3y\"",
+        "secret_key = \"sup3rs3cret\"\nsecret_key_file = \"/x\"",
+    );
     assert!(!fault(&text).contains("sup3rs3cret"));
 }

@@ -73,8 +73,14 @@ pub enum Control {
 }
 
 enum Done {
-    Attempt { key: LaneKey, outcome: Option<AttemptOutcome> },
-    Load { key: LaneKey, loaded: Vec<OwedDelivery> },
+    Attempt {
+        key: LaneKey,
+        outcome: Option<AttemptOutcome>,
+    },
+    Load {
+        key: LaneKey,
+        loaded: Vec<OwedDelivery>,
+    },
 }
 
 pub struct Dispatcher {
@@ -131,14 +137,19 @@ impl Dispatcher {
             let name: Arc<str> = w.name.as_str().into();
             next.insert(
                 name,
-                Arc::new(Hook { keys: sign::raw_keys(&w.keys), settings: w, disabled: AtomicBool::new(false) }),
+                Arc::new(Hook {
+                    keys: sign::raw_keys(&w.keys),
+                    settings: w,
+                    disabled: AtomicBool::new(false),
+                }),
             );
         }
         self.hooks = next;
         // Lanes of webhooks no longer configured are forgotten; their
         // deliveries stay owed in the store until the webhook returns.
         let hooks = &self.hooks;
-        self.lanes.retain(|(w, _), lane| hooks.contains_key(w) || lane.busy);
+        self.lanes
+            .retain(|(w, _), lane| hooks.contains_key(w) || lane.busy);
         self.ready.retain(|w, _| hooks.contains_key(w));
     }
 
@@ -155,7 +166,11 @@ impl Dispatcher {
                 let disabled = ops::disabled_webhooks(ctx.conn)?;
                 let mut out = Vec::new();
                 for n in names {
-                    out.push((n.clone(), disabled.contains(&n), ops::lanes_with_work(ctx.conn, &n)?));
+                    out.push((
+                        n.clone(),
+                        disabled.contains(&n),
+                        ops::lanes_with_work(ctx.conn, &n)?,
+                    ));
                 }
                 Ok(out)
             })
@@ -168,7 +183,9 @@ impl Dispatcher {
             }
         };
         for (name, disabled, lanes) in scanned {
-            let Some(key) = self.key_for(&name) else { continue };
+            let Some(key) = self.key_for(&name) else {
+                continue;
+            };
             if let Some(h) = self.hooks.get(&key) {
                 h.disabled.store(disabled, Ordering::Relaxed);
             }
@@ -184,7 +201,9 @@ impl Dispatcher {
     }
 
     fn on_notice(&mut self, d: OwedDelivery) {
-        let Some(key) = self.key_for(&d.webhook) else { return };
+        let Some(key) = self.key_for(&d.webhook) else {
+            return;
+        };
         let lk = (key, d.source_id);
         let lane = self.lanes.entry(lk.clone()).or_default();
         if lane.busy && lane.more_in_store {
@@ -201,7 +220,9 @@ impl Dispatcher {
 
     /// Puts a lane in its webhook's ready queue if it can make progress.
     fn schedule(&mut self, lk: LaneKey) {
-        let Some(lane) = self.lanes.get_mut(&lk) else { return };
+        let Some(lane) = self.lanes.get_mut(&lk) else {
+            return;
+        };
         if lane.busy || lane.queued || !lane.has_work() {
             return;
         }
@@ -215,7 +236,8 @@ impl Dispatcher {
             && head.next_attempt_ms > now_ms()
         {
             lane.waiting_until = Some(head.next_attempt_ms);
-            self.timers.push(Reverse((head.next_attempt_ms, lk.0.clone(), lk.1)));
+            self.timers
+                .push(Reverse((head.next_attempt_ms, lk.0.clone(), lk.1)));
             return;
         }
         lane.queued = true;
@@ -226,7 +248,9 @@ impl Dispatcher {
     fn start_ready(&mut self) {
         let names: Vec<Arc<str>> = self.ready.keys().cloned().collect();
         for name in names {
-            let Some(hook) = self.hooks.get(&name).cloned() else { continue };
+            let Some(hook) = self.hooks.get(&name).cloned() else {
+                continue;
+            };
             if hook.disabled.load(Ordering::Relaxed) {
                 continue;
             }
@@ -235,9 +259,13 @@ impl Dispatcher {
                 if in_flight >= hook.settings.max_in_flight {
                     break;
                 }
-                let Some(source) = self.ready.get_mut(&name).and_then(|q| q.pop_front()) else { break };
+                let Some(source) = self.ready.get_mut(&name).and_then(|q| q.pop_front()) else {
+                    break;
+                };
                 let lk = (name.clone(), source);
-                let Some(lane) = self.lanes.get_mut(&lk) else { continue };
+                let Some(lane) = self.lanes.get_mut(&lk) else {
+                    continue;
+                };
                 lane.queued = false;
                 if lane.busy {
                     continue;
@@ -245,8 +273,12 @@ impl Dispatcher {
                 lane.busy = true;
                 *self.in_flight.entry(name.clone()).or_default() += 1;
                 if let Some(d) = lane.buf.front().cloned() {
-                    let (http, store, metrics, hook) =
-                        (self.http.clone(), self.store.clone(), self.metrics.clone(), hook.clone());
+                    let (http, store, metrics, hook) = (
+                        self.http.clone(),
+                        self.store.clone(),
+                        self.metrics.clone(),
+                        hook.clone(),
+                    );
                     self.tasks.spawn(async move {
                         let outcome = attempt(&http, &store, &metrics, &hook, &d).await;
                         Done::Attempt { key: lk, outcome }
@@ -277,7 +309,9 @@ impl Dispatcher {
         if let Some(n) = self.in_flight.get_mut(&lk.0) {
             *n = n.saturating_sub(1);
         }
-        let Some(lane) = self.lanes.get_mut(&lk) else { return };
+        let Some(lane) = self.lanes.get_mut(&lk) else {
+            return;
+        };
         lane.busy = false;
         match done {
             Done::Load { loaded, .. } => {
@@ -302,7 +336,9 @@ impl Dispatcher {
                 Some(AttemptOutcome::Delivered { .. }) | Some(AttemptOutcome::Dead { .. }) => {
                     lane.buf.pop_front();
                 }
-                Some(AttemptOutcome::Failed { next_attempt_ms, .. }) => {
+                Some(AttemptOutcome::Failed {
+                    next_attempt_ms, ..
+                }) => {
                     if let Some(head) = lane.buf.front_mut() {
                         head.attempts += 1;
                         head.next_attempt_ms = next_attempt_ms;
@@ -349,7 +385,11 @@ impl Dispatcher {
     pub fn is_idle(&self) -> bool {
         self.tasks.is_empty()
             && self.ready.iter().all(|(w, q)| {
-                q.is_empty() || self.hooks.get(w).is_none_or(|h| h.disabled.load(Ordering::Relaxed))
+                q.is_empty()
+                    || self
+                        .hooks
+                        .get(w)
+                        .is_none_or(|h| h.disabled.load(Ordering::Relaxed))
             })
     }
 
@@ -368,7 +408,9 @@ impl Dispatcher {
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.start_ready();
-            let timer = self.next_timer().map(|due| Duration::from_millis((due - now_ms()).max(0) as u64));
+            let timer = self
+                .next_timer()
+                .map(|due| Duration::from_millis((due - now_ms()).max(0) as u64));
             tokio::select! {
                 biased;
                 _ = stop.changed() => if *stop.borrow() { break },
@@ -395,7 +437,11 @@ impl Dispatcher {
 
     /// Delivers what is owed now, then returns: for `bansync sync`.
     /// Deliveries waiting for a later retry time are left to the daemon.
-    pub async fn drain(mut self, mut notices: mpsc::UnboundedReceiver<OwedDelivery>, deadline: Duration) {
+    pub async fn drain(
+        mut self,
+        mut notices: mpsc::UnboundedReceiver<OwedDelivery>,
+        deadline: Duration,
+    ) {
         let until = tokio::time::Instant::now() + deadline;
         while let Ok(d) = notices.try_recv() {
             self.on_notice(d);
@@ -482,14 +528,24 @@ async fn attempt(
     let outcome = match (status, error) {
         (Some(s), None) => AttemptOutcome::Delivered { status: s },
         (Some(410), _) => AttemptOutcome::Gone,
-        (status, Some(error)) => match schedule::next_delay(&w.retry_schedule, attempts, retry_after, schedule::jitter()) {
-            Some(delay) => AttemptOutcome::Failed { status, error, next_attempt_ms: now + delay.as_millis() as i64 },
-            None => AttemptOutcome::Dead { status, error },
-        },
+        (status, Some(error)) => {
+            match schedule::next_delay(&w.retry_schedule, attempts, retry_after, schedule::jitter())
+            {
+                Some(delay) => AttemptOutcome::Failed {
+                    status,
+                    error,
+                    next_attempt_ms: now + delay.as_millis() as i64,
+                },
+                None => AttemptOutcome::Dead { status, error },
+            }
+        }
         (None, None) => unreachable!("a response without status is an error"),
     };
     let (id, webhook, o) = (d.id, w.name.clone(), outcome.clone());
-    if let Err(e) = store.write(move |ctx| ops::record_attempt(ctx, id, &webhook, &o, now)).await {
+    if let Err(e) = store
+        .write(move |ctx| ops::record_attempt(ctx, id, &webhook, &o, now))
+        .await
+    {
         tracing::error!(webhook = %w.name, delivery = d.id, error = %e, "cannot record a delivery attempt; it stays owed");
         return None;
     }
@@ -500,7 +556,11 @@ async fn attempt(
             metrics.delivery(&w.name, "delivered", Some(latency));
             tracing::debug!(webhook = %w.name, event = %d.event_id, status, took_ms, "delivered");
         }
-        AttemptOutcome::Failed { status, error, next_attempt_ms } => {
+        AttemptOutcome::Failed {
+            status,
+            error,
+            next_attempt_ms,
+        } => {
             metrics.delivery(&w.name, "failed", None);
             tracing::warn!(webhook = %w.name, event = %d.event_id, attempt = attempts, status, error = %error,
                 retry_in_s = (next_attempt_ms - now) / 1000, took_ms, "delivery failed; will retry");

@@ -10,7 +10,12 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 /// After `attempts` attempts have failed (the one just made included),
 /// the delay before the next, or `None` when the delivery is dead.
 /// `Retry-After`, when the receiver sent one, takes the schedule's place.
-pub fn next_delay(schedule: &[Duration], attempts: u32, retry_after: Option<Duration>, jitter: f64) -> Option<Duration> {
+pub fn next_delay(
+    schedule: &[Duration],
+    attempts: u32,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Option<Duration> {
     let base = *schedule.get(attempts.checked_sub(1)? as usize)?;
     if let Some(ra) = retry_after {
         return Some(ra.min(MAX_RETRY_AFTER));
@@ -41,7 +46,10 @@ mod tests {
     use crate::config::DEFAULT_RETRY_SCHEDULE;
 
     fn schedule() -> Vec<Duration> {
-        DEFAULT_RETRY_SCHEDULE.iter().map(|s| Duration::from_secs(*s)).collect()
+        DEFAULT_RETRY_SCHEDULE
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect()
     }
 
     #[test]
@@ -49,9 +57,16 @@ mod tests {
         let s = schedule();
         let expect = [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400];
         for (i, secs) in expect.iter().enumerate() {
-            assert_eq!(next_delay(&s, i as u32 + 1, None, 1.0), Some(Duration::from_secs(*secs)));
+            assert_eq!(
+                next_delay(&s, i as u32 + 1, None, 1.0),
+                Some(Duration::from_secs(*secs))
+            );
         }
-        assert_eq!(next_delay(&s, 10, None, 1.0), None, "ten attempts, then dead");
+        assert_eq!(
+            next_delay(&s, 10, None, 1.0),
+            None,
+            "ten attempts, then dead"
+        );
         assert_eq!(next_delay(&s, 0, None, 1.0), None);
     }
 
@@ -68,16 +83,30 @@ mod tests {
     #[test]
     fn retry_after_takes_the_place_of_the_schedule_but_not_of_death() {
         let s = schedule();
-        assert_eq!(next_delay(&s, 1, Some(Duration::from_secs(120)), 1.0), Some(Duration::from_secs(120)));
-        assert_eq!(next_delay(&s, 1, Some(Duration::from_secs(10 * 86400)), 1.0), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            next_delay(&s, 1, Some(Duration::from_secs(120)), 1.0),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            next_delay(&s, 1, Some(Duration::from_secs(10 * 86400)), 1.0),
+            Some(MAX_RETRY_AFTER)
+        );
         assert_eq!(next_delay(&s, 10, Some(Duration::from_secs(1)), 1.0), None);
     }
 
     #[test]
     fn parses_both_retry_after_forms() {
-        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z").unwrap().to_utc();
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now), Some(Duration::from_secs(120)));
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -11,7 +11,13 @@ use crate::config::Secret;
 
 /// Decodes configured keys (validated base64) to the raw HMAC keys.
 pub fn raw_keys(keys: &[Secret]) -> Vec<Vec<u8>> {
-    keys.iter().map(|k| STANDARD.decode(k.expose()).expect("keys were validated when loaded")).collect()
+    keys.iter()
+        .map(|k| {
+            STANDARD
+                .decode(k.expose())
+                .expect("keys were validated when loaded")
+        })
+        .collect()
 }
 
 /// The `webhook-signature` header value for one message.
@@ -52,7 +58,12 @@ mod tests {
 
     #[test]
     fn one_entry_per_secret() {
-        let sig = signature_header(&[b"0123456789abcdef".to_vec(), b"fedcba9876543210".to_vec()], "m", 1, b"{}");
+        let sig = signature_header(
+            &[b"0123456789abcdef".to_vec(), b"fedcba9876543210".to_vec()],
+            "m",
+            1,
+            b"{}",
+        );
         let parts: Vec<_> = sig.split(' ').collect();
         assert_eq!(parts.len(), 2);
         assert!(parts.iter().all(|p| p.starts_with("v1,")));

@@ -97,9 +97,14 @@ pub fn diff(
     let bans = kind.is_ban_list();
     let ended = |until: i64| bans && until <= now;
     let emit_new = !(first_walk && initial == Initial::Baseline);
-    let mut by_account: HashMap<&str, &StoredEntry> = stored.iter().map(|s| (s.account.as_str(), s)).collect();
+    let mut by_account: HashMap<&str, &StoredEntry> =
+        stored.iter().map(|s| (s.account.as_str(), s)).collect();
     let mut out = DiffOutcome::default();
-    let present = |account: &str, value: i64, state| StoredEntry { account: account.into(), value, state };
+    let present = |account: &str, value: i64, state| StoredEntry {
+        account: account.into(),
+        value,
+        state,
+    };
 
     for w in walked {
         let account = w.account.as_str();
@@ -110,36 +115,73 @@ pub fn diff(
                     continue;
                 }
                 if emit_new {
-                    out.changes.push(Change::entry(EventType::added(kind), account, w.value, None, now_ms));
+                    out.changes.push(Change::entry(
+                        EventType::added(kind),
+                        account,
+                        w.value,
+                        None,
+                        now_ms,
+                    ));
                 }
-                out.upserts.push(present(account, w.value, EntryState::Present));
+                out.upserts
+                    .push(present(account, w.value, EntryState::Present));
             }
             Some(s) if s.state == EntryState::Expired => {
                 if !ended(w.value) {
                     // Banned again after the previous ban ended.
-                    out.changes.push(Change::entry(EventType::BanAdded, account, w.value, None, now_ms));
-                    out.upserts.push(present(account, w.value, EntryState::Present));
+                    out.changes.push(Change::entry(
+                        EventType::BanAdded,
+                        account,
+                        w.value,
+                        None,
+                        now_ms,
+                    ));
+                    out.upserts
+                        .push(present(account, w.value, EntryState::Present));
                 } else if s.value != w.value {
-                    out.upserts.push(present(account, w.value, EntryState::Expired));
+                    out.upserts
+                        .push(present(account, w.value, EntryState::Expired));
                 }
             }
             Some(s) => {
                 if s.value != w.value {
-                    out.changes.push(Change::entry(EventType::updated(kind), account, w.value, Some(s.value), now_ms));
+                    out.changes.push(Change::entry(
+                        EventType::updated(kind),
+                        account,
+                        w.value,
+                        Some(s.value),
+                        now_ms,
+                    ));
                     if ended(w.value) {
                         // Shortened to an end already past: over now.
-                        out.changes.push(Change::entry(EventType::BanExpired, account, w.value, None, w.value * 1000));
-                        out.upserts.push(present(account, w.value, EntryState::Expired));
+                        out.changes.push(Change::entry(
+                            EventType::BanExpired,
+                            account,
+                            w.value,
+                            None,
+                            w.value * 1000,
+                        ));
+                        out.upserts
+                            .push(present(account, w.value, EntryState::Expired));
                     } else {
-                        out.upserts.push(present(account, w.value, EntryState::Present));
+                        out.upserts
+                            .push(present(account, w.value, EntryState::Present));
                     }
                 } else if ended(w.value) {
                     // The expiry timer has not fired yet; report it once, here.
-                    out.changes.push(Change::entry(EventType::BanExpired, account, w.value, None, w.value * 1000));
-                    out.upserts.push(present(account, w.value, EntryState::Expired));
+                    out.changes.push(Change::entry(
+                        EventType::BanExpired,
+                        account,
+                        w.value,
+                        None,
+                        w.value * 1000,
+                    ));
+                    out.upserts
+                        .push(present(account, w.value, EntryState::Expired));
                 } else if s.state == EntryState::AbsentOnce {
                     // It was skipped by a shifting walk, not removed.
-                    out.upserts.push(present(account, w.value, EntryState::Present));
+                    out.upserts
+                        .push(present(account, w.value, EntryState::Present));
                 }
             }
         }
@@ -151,18 +193,34 @@ pub fn diff(
         match s.state {
             EntryState::Expired => out.deletes.push(s.account.clone()),
             _ if ended(s.value) => {
-                out.changes.push(Change::entry(EventType::BanExpired, account, s.value, None, s.value * 1000));
+                out.changes.push(Change::entry(
+                    EventType::BanExpired,
+                    account,
+                    s.value,
+                    None,
+                    s.value * 1000,
+                ));
                 out.deletes.push(s.account.clone());
             }
-            EntryState::Present => out.upserts.push(present(account, s.value, EntryState::AbsentOnce)),
+            EntryState::Present => {
+                out.upserts
+                    .push(present(account, s.value, EntryState::AbsentOnce))
+            }
             EntryState::AbsentOnce => {
-                out.changes.push(Change::entry(EventType::removed(kind), account, s.value, None, now_ms));
+                out.changes.push(Change::entry(
+                    EventType::removed(kind),
+                    account,
+                    s.value,
+                    None,
+                    now_ms,
+                ));
                 out.deletes.push(s.account.clone());
             }
         }
     }
 
-    out.changes.sort_by(|a, b| a.account.cmp(&b.account).then(a.kind.cmp(&b.kind)));
+    out.changes
+        .sort_by(|a, b| a.account.cmp(&b.account).then(a.kind.cmp(&b.kind)));
     out.upserts.sort_by(|a, b| a.account.cmp(&b.account));
     out.deletes.sort();
     out
@@ -180,7 +238,9 @@ pub fn digest(entries: &[Entry]) -> [u8; 24] {
         e.value.hash(&mut h);
         let x = h.finish();
         sum = sum.wrapping_add(x);
-        mix = mix.wrapping_add(x.rotate_left(29).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD6E8_FEB8_6659_FD93);
+        mix = mix.wrapping_add(
+            x.rotate_left(29).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD6E8_FEB8_6659_FD93,
+        );
     }
     let mut d = [0u8; 24];
     d[..8].copy_from_slice(&sum.to_le_bytes());

@@ -6,15 +6,25 @@ const NOW: i64 = 1_800_000_000;
 const NOW_MS: i64 = NOW * 1000;
 
 fn st(a: &str, v: i64, s: EntryState) -> StoredEntry {
-    StoredEntry { account: a.into(), value: v, state: s }
+    StoredEntry {
+        account: a.into(),
+        value: v,
+        state: s,
+    }
 }
 
 fn types(o: &DiffOutcome) -> Vec<(&'static str, String)> {
-    o.changes.iter().map(|c| (c.kind.as_str(), c.account.clone().unwrap_or_default())).collect()
+    o.changes
+        .iter()
+        .map(|c| (c.kind.as_str(), c.account.clone().unwrap_or_default()))
+        .collect()
 }
 
 fn apply(stored: &[StoredEntry], o: &DiffOutcome) -> Vec<StoredEntry> {
-    let mut m: BTreeMap<String, StoredEntry> = stored.iter().map(|s| (s.account.clone(), s.clone())).collect();
+    let mut m: BTreeMap<String, StoredEntry> = stored
+        .iter()
+        .map(|s| (s.account.clone(), s.clone()))
+        .collect();
     for d in &o.deletes {
         m.remove(d);
     }
@@ -32,14 +42,28 @@ fn new_entry_is_added_unless_baseline() {
     let o = diff(SourceKind::Room, &[], &w, NOW_MS, true, Initial::Baseline);
     assert!(o.changes.is_empty());
     assert_eq!(o.upserts, [st("u", NOW + 60, EntryState::Present)]);
-    let o = diff(SourceKind::Blocklist, &[], &[Entry::new("b", 5)], NOW_MS, true, Initial::Emit);
+    let o = diff(
+        SourceKind::Blocklist,
+        &[],
+        &[Entry::new("b", 5)],
+        NOW_MS,
+        true,
+        Initial::Emit,
+    );
     assert_eq!(types(&o), [("block.added", "b".into())]);
 }
 
 #[test]
 fn changed_end_is_updated_with_previous() {
     let s = [st("u", NOW + 60, EntryState::Present)];
-    let o = diff(SourceKind::Group, &s, &[Entry::new("u", NOW + 120)], NOW_MS, false, Initial::Baseline);
+    let o = diff(
+        SourceKind::Group,
+        &s,
+        &[Entry::new("u", NOW + 120)],
+        NOW_MS,
+        false,
+        Initial::Baseline,
+    );
     assert_eq!(types(&o), [("ban.updated", "u".into())]);
     assert_eq!(o.changes[0].previous, Some(NOW + 60));
     assert_eq!(o.changes[0].value, Some(NOW + 120));
@@ -60,36 +84,80 @@ fn absence_needs_two_walks() {
 #[test]
 fn skipped_then_seen_again_is_silent() {
     let s = [st("u", NOW + 60, EntryState::AbsentOnce)];
-    let o = diff(SourceKind::Room, &s, &[Entry::new("u", NOW + 60)], NOW_MS, false, Initial::Baseline);
+    let o = diff(
+        SourceKind::Room,
+        &s,
+        &[Entry::new("u", NOW + 60)],
+        NOW_MS,
+        false,
+        Initial::Baseline,
+    );
     assert!(o.changes.is_empty());
     assert_eq!(o.upserts, [st("u", NOW + 60, EntryState::Present)]);
 }
 
 #[test]
 fn block_removed_and_updated() {
-    let s = [st("a", 10, EntryState::AbsentOnce), st("b", 20, EntryState::Present)];
-    let o = diff(SourceKind::Blocklist, &s, &[Entry::new("b", 30)], NOW_MS, false, Initial::Baseline);
-    assert_eq!(types(&o), [("block.removed", "a".into()), ("block.updated", "b".into())]);
+    let s = [
+        st("a", 10, EntryState::AbsentOnce),
+        st("b", 20, EntryState::Present),
+    ];
+    let o = diff(
+        SourceKind::Blocklist,
+        &s,
+        &[Entry::new("b", 30)],
+        NOW_MS,
+        false,
+        Initial::Baseline,
+    );
+    assert_eq!(
+        types(&o),
+        [("block.removed", "a".into()), ("block.updated", "b".into())]
+    );
 }
 
 #[test]
 fn blocks_never_expire() {
     let s = [st("a", 10, EntryState::Present)];
-    let o = diff(SourceKind::Blocklist, &s, &[Entry::new("a", 10)], NOW_MS, false, Initial::Baseline);
+    let o = diff(
+        SourceKind::Blocklist,
+        &s,
+        &[Entry::new("a", 10)],
+        NOW_MS,
+        false,
+        Initial::Baseline,
+    );
     assert!(o.is_empty());
 }
 
 #[test]
 fn expiry_found_by_a_walk_is_reported_once_at_its_end() {
     let s = [st("u", NOW - 5, EntryState::Present)];
-    let o = diff(SourceKind::Room, &s, &[Entry::new("u", NOW - 5)], NOW_MS, false, Initial::Baseline);
+    let o = diff(
+        SourceKind::Room,
+        &s,
+        &[Entry::new("u", NOW - 5)],
+        NOW_MS,
+        false,
+        Initial::Baseline,
+    );
     assert_eq!(types(&o), [("ban.expired", "u".into())]);
     assert_eq!(o.changes[0].at_ms, (NOW - 5) * 1000);
     let s2 = apply(&s, &o);
-    let o = diff(SourceKind::Room, &s2, &[Entry::new("u", NOW - 5)], NOW_MS, false, Initial::Baseline);
+    let o = diff(
+        SourceKind::Room,
+        &s2,
+        &[Entry::new("u", NOW - 5)],
+        NOW_MS,
+        false,
+        Initial::Baseline,
+    );
     assert!(o.is_empty(), "once only");
     let o = diff(SourceKind::Room, &s2, &[], NOW_MS, false, Initial::Baseline);
-    assert!(o.changes.is_empty(), "an expired ban that disappears emits nothing more");
+    assert!(
+        o.changes.is_empty(),
+        "an expired ban that disappears emits nothing more"
+    );
     assert_eq!(o.deletes, ["u"]);
 }
 
@@ -103,13 +171,27 @@ fn ended_ban_missing_is_expired_not_lifted() {
 #[test]
 fn rebanned_after_expiry_is_added() {
     let s = [st("u", NOW - 5, EntryState::Expired)];
-    let o = diff(SourceKind::Group, &s, &[Entry::new("u", NOW + 600)], NOW_MS, false, Initial::Baseline);
+    let o = diff(
+        SourceKind::Group,
+        &s,
+        &[Entry::new("u", NOW + 600)],
+        NOW_MS,
+        false,
+        Initial::Baseline,
+    );
     assert_eq!(types(&o), [("ban.added", "u".into())]);
 }
 
 #[test]
 fn already_ended_unknown_ban_is_ignored() {
-    let o = diff(SourceKind::Room, &[], &[Entry::new("u", NOW - 1)], NOW_MS, false, Initial::Emit);
+    let o = diff(
+        SourceKind::Room,
+        &[],
+        &[Entry::new("u", NOW - 1)],
+        NOW_MS,
+        false,
+        Initial::Emit,
+    );
     assert!(o.is_empty());
 }
 
@@ -118,7 +200,10 @@ fn digest_is_order_independent_and_sensitive() {
     let a = [Entry::new("x", 1), Entry::new("y", 2)];
     let b = [Entry::new("y", 2), Entry::new("x", 1)];
     assert_eq!(digest(&a), digest(&b));
-    assert_ne!(digest(&a), digest(&[Entry::new("x", 1), Entry::new("y", 3)]));
+    assert_ne!(
+        digest(&a),
+        digest(&[Entry::new("x", 1), Entry::new("y", 3)])
+    );
     assert_ne!(digest(&a), digest(&a[..1]));
 }
 
@@ -140,7 +225,11 @@ fn replay(mut view: BTreeMap<String, i64>, changes: &[Change]) -> BTreeMap<Strin
                 view.insert(a, c.value.unwrap());
             }
             EventType::BanUpdated | EventType::BlockUpdated => {
-                assert_eq!(view.get(&a), c.previous.as_ref(), "updated from a value not held: {a}");
+                assert_eq!(
+                    view.get(&a),
+                    c.previous.as_ref(),
+                    "updated from a value not held: {a}"
+                );
                 view.insert(a, c.value.unwrap());
             }
             EventType::BanExpired | EventType::BanLifted | EventType::BlockRemoved => {
@@ -153,11 +242,19 @@ fn replay(mut view: BTreeMap<String, i64>, changes: &[Change]) -> BTreeMap<Strin
 }
 
 fn arb_kind() -> impl Strategy<Value = SourceKind> {
-    prop_oneof![Just(SourceKind::Room), Just(SourceKind::Group), Just(SourceKind::Blocklist)]
+    prop_oneof![
+        Just(SourceKind::Room),
+        Just(SourceKind::Group),
+        Just(SourceKind::Blocklist)
+    ]
 }
 
 fn arb_state() -> impl Strategy<Value = EntryState> {
-    prop_oneof![Just(EntryState::Present), Just(EntryState::AbsentOnce), Just(EntryState::Expired)]
+    prop_oneof![
+        Just(EntryState::Present),
+        Just(EntryState::AbsentOnce),
+        Just(EntryState::Expired)
+    ]
 }
 
 /// Small account and value alphabets so that collisions (same account in
@@ -167,7 +264,11 @@ fn arb_stored() -> impl Strategy<Value = Vec<StoredEntry>> {
         m.into_iter()
             .map(|(a, (v, s))| {
                 // Only ended bans can be in the Expired state.
-                let s = if s == EntryState::Expired && v > NOW { EntryState::Present } else { s };
+                let s = if s == EntryState::Expired && v > NOW {
+                    EntryState::Present
+                } else {
+                    s
+                };
                 st(&format!("u{a}"), v, s)
             })
             .collect()
@@ -175,8 +276,11 @@ fn arb_stored() -> impl Strategy<Value = Vec<StoredEntry>> {
 }
 
 fn arb_walk() -> impl Strategy<Value = Vec<Entry>> {
-    proptest::collection::btree_map(0u8..12, NOW - 3..NOW + 3, 0..10)
-        .prop_map(|m| m.into_iter().map(|(a, v)| Entry::new(format!("u{a}"), v)).collect())
+    proptest::collection::btree_map(0u8..12, NOW - 3..NOW + 3, 0..10).prop_map(|m| {
+        m.into_iter()
+            .map(|(a, v)| Entry::new(format!("u{a}"), v))
+            .collect()
+    })
 }
 
 proptest! {

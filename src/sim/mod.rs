@@ -62,7 +62,9 @@ pub async fn serve(
     state: Shared,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Starts a simulator on a free loopback port; returns its address.
@@ -76,7 +78,9 @@ pub async fn spawn(state: Shared) -> std::io::Result<SocketAddr> {
 }
 
 pub fn new_state(sdkappid: u64, identifier: &str, key: &str, rate_limit: u32) -> Shared {
-    Arc::new(Mutex::new(SimState::new(sdkappid, identifier, key, rate_limit)))
+    Arc::new(Mutex::new(SimState::new(
+        sdkappid, identifier, key, rate_limit,
+    )))
 }
 
 fn vendor_error(code: i64, info: &str) -> Value {
@@ -93,7 +97,11 @@ struct Answer {
 
 impl Answer {
     fn json(v: Value) -> Answer {
-        Answer { status: StatusCode::OK, body: serde_json::to_vec(&v).unwrap(), latency: None }
+        Answer {
+            status: StatusCode::OK,
+            body: serde_json::to_vec(&v).unwrap(),
+            latency: None,
+        }
     }
 }
 
@@ -110,7 +118,12 @@ async fn vendor(
     if let Some(d) = answer.latency {
         tokio::time::sleep(d).await;
     }
-    (answer.status, [("content-type", "application/json")], answer.body).into_response()
+    (
+        answer.status,
+        [("content-type", "application/json")],
+        answer.body,
+    )
+        .into_response()
 }
 
 fn handle(s: &mut SimState, path: &str, q: &HashMap<String, String>, body: &[u8]) -> Answer {
@@ -129,10 +142,15 @@ fn handle(s: &mut SimState, path: &str, q: &HashMap<String, String>, body: &[u8]
     if q.get("contenttype").map(String::as_str) != Some("json") {
         return err(s, api, 60002, "contenttype must be json");
     }
-    if q.get("random").and_then(|r| r.parse::<u32>().ok()).is_none() {
+    if q.get("random")
+        .and_then(|r| r.parse::<u32>().ok())
+        .is_none()
+    {
         return err(s, api, 60002, "random must be a 32-bit unsigned integer");
     }
-    let Some(identifier) = q.get("identifier") else { return err(s, api, 60015, "identifier missing") };
+    let Some(identifier) = q.get("identifier") else {
+        return err(s, api, 60015, "identifier missing");
+    };
     let sig = q.get("usersig").map(String::as_str).unwrap_or("");
     let now = unix_now();
     let cached = s.sig_cache.get(sig).is_some_and(|exp| (now as u64) <= *exp);
@@ -151,7 +169,10 @@ fn handle(s: &mut SimState, path: &str, q: &HashMap<String, String>, body: &[u8]
         return err(s, api, 60010, "identifier is not an App admin");
     }
     if !s.admit(api, Instant::now()) {
-        return Answer::json(vendor_error(60007, "REST API call frequency over the limit"));
+        return Answer::json(vendor_error(
+            60007,
+            "REST API call frequency over the limit",
+        ));
     }
     let req: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
@@ -159,11 +180,18 @@ fn handle(s: &mut SimState, path: &str, q: &HashMap<String, String>, body: &[u8]
     };
     let (target, offset) = target_of(api, &req);
     let fault = s.take_fault(api, &target, offset);
-    let latency = fault.as_ref().and_then(|f| f.latency_ms).map(Duration::from_millis);
+    let latency = fault
+        .as_ref()
+        .and_then(|f| f.latency_ms)
+        .map(Duration::from_millis);
     if let Some(f) = &fault {
         if let Some(code) = f.http_status {
             count(s, api, false);
-            return Answer { status: StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY), body: b"<html>bad gateway</html>".to_vec(), latency };
+            return Answer {
+                status: StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+                body: b"<html>bad gateway</html>".to_vec(),
+                latency,
+            };
         }
         if let Some(code) = f.error_code {
             let mut a = err(s, api, code, "injected fault");
@@ -255,7 +283,9 @@ fn malform(how: &str, body: Vec<u8>, offset: u64) -> Vec<u8> {
             } else if let Some(r) = v.get_mut("Response") {
                 r["BannedAccountList"] = Value::Array(pad);
             } else {
-                let pad: Vec<Value> = (0..1001).map(|i| json!({"To_Account": format!("pad{i}"), "AddBlackTimeStamp": 1})).collect();
+                let pad: Vec<Value> = (0..1001)
+                    .map(|i| json!({"To_Account": format!("pad{i}"), "AddBlackTimeStamp": 1}))
+                    .collect();
                 v["BlackListItem"] = Value::Array(pad);
             }
             serde_json::to_vec(&v).unwrap()
@@ -279,35 +309,60 @@ fn target_of(api: Api, req: &Value) -> (String, u64) {
 type Handled = Result<Value, (i64, String)>;
 
 fn field_str<'a>(req: &'a Value, k: &str, bad: i64) -> Result<&'a str, (i64, String)> {
-    req.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or((bad, format!("{k} missing or not a string")))
+    req.get(k)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or((bad, format!("{k} missing or not a string")))
 }
 
 fn field_u64(req: &Value, k: &str, bad: i64, default: Option<u64>) -> Result<u64, (i64, String)> {
     match req.get(k) {
         None => default.ok_or((bad, format!("{k} missing"))),
-        Some(v) => v.as_u64().ok_or((bad, format!("{k} must be a non-negative integer"))),
+        Some(v) => v
+            .as_u64()
+            .ok_or((bad, format!("{k} must be a non-negative integer"))),
     }
 }
 
 fn accounts(req: &Value, k: &str, bad: i64, too_many: i64) -> Result<Vec<String>, (i64, String)> {
-    let list = req.get(k).and_then(Value::as_array).ok_or((bad, format!("{k} missing")))?;
+    let list = req
+        .get(k)
+        .and_then(Value::as_array)
+        .ok_or((bad, format!("{k} missing")))?;
     if list.is_empty() {
         return Err((bad, format!("{k} is empty")));
     }
     if list.len() > crate::tencent::api::MAX_ACCOUNTS_PER_BAN {
         return Err((too_many, format!("{k} holds more than 20 accounts")));
     }
-    list.iter().map(|a| a.as_str().map(str::to_string).ok_or((bad, format!("{k} holds a non-string")))).collect()
+    list.iter()
+        .map(|a| {
+            a.as_str()
+                .map(str::to_string)
+                .ok_or((bad, format!("{k} holds a non-string")))
+        })
+        .collect()
 }
 
-fn page(list: &mut state::List, offset: u64, limit: u64, now: i64, keep_expired: bool, bans: bool) -> (Vec<(String, i64)>, u64) {
+fn page(
+    list: &mut state::List,
+    offset: u64,
+    limit: u64,
+    now: i64,
+    keep_expired: bool,
+    bans: bool,
+) -> (Vec<(String, i64)>, u64) {
     if bans && !keep_expired {
         list.purge_ended(now);
     }
     let start = (offset as usize).min(list.entries.len());
     let end = (start + limit as usize).min(list.entries.len());
     let items = list.entries[start..end].to_vec();
-    let next = if end < list.entries.len() { end as u64 } else { 0 };
+    let next = if end < list.entries.len() {
+        end as u64
+    } else {
+        0
+    };
     (items, next)
 }
 
@@ -322,10 +377,18 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
                 return Err((10004, "Limit must be 1 to 100".into()));
             }
             s.apply_mutations(ListKind::Group, &id, offset);
-            let list = s.groups.get_mut(&id).ok_or((10010, "group does not exist".to_string()))?;
+            let list = s
+                .groups
+                .get_mut(&id)
+                .ok_or((10010, "group does not exist".to_string()))?;
             let (items, next) = page(list, offset, limit, now, keep, true);
-            let list: Vec<Value> = items.into_iter().map(|(a, u)| json!({"Member_Account": a, "BannedUntil": u})).collect();
-            Ok(json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "BannedAccountList": list, "NextOffset": next}))
+            let list: Vec<Value> = items
+                .into_iter()
+                .map(|(a, u)| json!({"Member_Account": a, "BannedUntil": u}))
+                .collect();
+            Ok(
+                json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "BannedAccountList": list, "NextOffset": next}),
+            )
         }
         Api::RoomBanList => {
             let id = field_str(req, "RoomId", 100002)?.to_string();
@@ -335,10 +398,18 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
                 return Err((100002, "Limit must be 1 to 100".into()));
             }
             s.apply_mutations(ListKind::Room, &id, offset);
-            let list = s.rooms.get_mut(&id).ok_or((100004, "room does not exist".to_string()))?;
+            let list = s
+                .rooms
+                .get_mut(&id)
+                .ok_or((100004, "room does not exist".to_string()))?;
             let (items, next) = page(list, offset, limit, now, keep, true);
-            let list: Vec<Value> = items.into_iter().map(|(a, u)| json!({"Member_Account": a, "BannedUntil": u})).collect();
-            Ok(json!({"ErrorCode": 0, "ErrorInfo": "", "ActionStatus": "OK", "Response": {"BannedAccountList": list, "NextOffset": next}}))
+            let list: Vec<Value> = items
+                .into_iter()
+                .map(|(a, u)| json!({"Member_Account": a, "BannedUntil": u}))
+                .collect();
+            Ok(
+                json!({"ErrorCode": 0, "ErrorInfo": "", "ActionStatus": "OK", "Response": {"BannedAccountList": list, "NextOffset": next}}),
+            )
         }
         Api::BlockList => {
             let id = field_str(req, "From_Account", 30001)?.to_string();
@@ -349,11 +420,19 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
                 return Err((30001, "MaxLimited must be 1 to 1000".into()));
             }
             s.apply_mutations(ListKind::User, &id, start);
-            let list = s.users.get_mut(&id).ok_or((30003, "account does not exist".to_string()))?;
+            let list = s
+                .users
+                .get_mut(&id)
+                .ok_or((30003, "account does not exist".to_string()))?;
             let seq = list.entries.len() as u64;
             let (items, next) = page(list, start, max, now, keep, false);
-            let list: Vec<Value> = items.into_iter().map(|(a, t)| json!({"To_Account": a, "AddBlackTimeStamp": t})).collect();
-            Ok(json!({"BlackListItem": list, "StartIndex": next, "CurruentSequence": seq, "ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "ErrorDisplay": ""}))
+            let list: Vec<Value> = items
+                .into_iter()
+                .map(|(a, t)| json!({"To_Account": a, "AddBlackTimeStamp": t}))
+                .collect();
+            Ok(
+                json!({"BlackListItem": list, "StartIndex": next, "CurruentSequence": seq, "ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "ErrorDisplay": ""}),
+            )
         }
         Api::RoomBan => {
             let id = field_str(req, "RoomId", 100002)?.to_string();
@@ -362,10 +441,17 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
             if duration == 0 {
                 return Err((100002, "Duration must be positive".into()));
             }
-            if req.get("Reason").and_then(Value::as_str).is_some_and(|r| r.len() > 200) {
+            if req
+                .get("Reason")
+                .and_then(Value::as_str)
+                .is_some_and(|r| r.len() > 200)
+            {
                 return Err((100002, "Reason longer than 200 bytes".into()));
             }
-            let list = s.rooms.get_mut(&id).ok_or((100004, "room does not exist".to_string()))?;
+            let list = s
+                .rooms
+                .get_mut(&id)
+                .ok_or((100004, "room does not exist".to_string()))?;
             for m in members {
                 list.upsert(&m, now + duration as i64);
             }
@@ -374,7 +460,10 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
         Api::RoomUnban => {
             let id = field_str(req, "RoomId", 100002)?.to_string();
             let members = accounts(req, "MemberList_Account", 100002, 100002)?;
-            let list = s.rooms.get_mut(&id).ok_or((100004, "room does not exist".to_string()))?;
+            let list = s
+                .rooms
+                .get_mut(&id)
+                .ok_or((100004, "room does not exist".to_string()))?;
             for m in members {
                 list.remove(&m);
             }
@@ -384,7 +473,10 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
             let id = field_str(req, "GroupId", 10004)?.to_string();
             let members = accounts(req, "Members_Account", 10004, 10005)?;
             let duration = field_u64(req, "Duration", 10004, None)?;
-            let list = s.groups.get_mut(&id).ok_or((10010, "group does not exist".to_string()))?;
+            let list = s
+                .groups
+                .get_mut(&id)
+                .ok_or((10010, "group does not exist".to_string()))?;
             for m in members {
                 if duration == 0 {
                     list.remove(&m);
@@ -397,7 +489,10 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
         Api::GroupUnban => {
             let id = field_str(req, "GroupId", 10004)?.to_string();
             let members = accounts(req, "Members_Account", 10004, 10005)?;
-            let list = s.groups.get_mut(&id).ok_or((10010, "group does not exist".to_string()))?;
+            let list = s
+                .groups
+                .get_mut(&id)
+                .ok_or((10010, "group does not exist".to_string()))?;
             for m in members {
                 list.remove(&m);
             }
@@ -432,7 +527,11 @@ impl Target {
     }
 
     fn accounts(&self) -> Vec<String> {
-        self.account.iter().cloned().chain(self.accounts.iter().cloned()).collect()
+        self.account
+            .iter()
+            .cloned()
+            .chain(self.accounts.iter().cloned())
+            .collect()
     }
 }
 
@@ -478,7 +577,9 @@ async fn ctl_unban(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) 
 }
 
 async fn ctl_block(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
-    let Some(user) = t.user.clone() else { return bad("user missing") };
+    let Some(user) = t.user.clone() else {
+        return bad("user missing");
+    };
     let at = t.at.unwrap_or_else(unix_now);
     let mut s = st.lock().unwrap();
     let list = s.users.entry(user).or_default();
@@ -523,15 +624,25 @@ struct SeedSpec {
     ttl: Option<i64>,
 }
 
-async fn ctl_seed(State(st): State<Shared>, axum::Json(specs): axum::Json<Vec<SeedSpec>>) -> Response {
+async fn ctl_seed(
+    State(st): State<Shared>,
+    axum::Json(specs): axum::Json<Vec<SeedSpec>>,
+) -> Response {
     let now = unix_now();
     let mut s = st.lock().unwrap();
     let mut lists = 0;
     for spec in specs {
-        let value = if spec.kind == ListKind::User { now - 3600 } else { now + spec.ttl.unwrap_or(86_400) };
+        let value = if spec.kind == ListKind::User {
+            now - 3600
+        } else {
+            now + spec.ttl.unwrap_or(86_400)
+        };
         for i in 0..spec.count {
-            let entries = (0..spec.entries).map(|j| (format!("u{j}"), value)).collect();
-            s.lists(spec.kind).insert(format!("{}{i}", spec.prefix), state::List { entries });
+            let entries = (0..spec.entries)
+                .map(|j| (format!("u{j}"), value))
+                .collect();
+            s.lists(spec.kind)
+                .insert(format!("{}{i}", spec.prefix), state::List { entries });
             lists += 1;
         }
     }
@@ -577,7 +688,11 @@ async fn ctl_list(State(st): State<Shared>, Query(q): Query<ListQuery>) -> Respo
     let mut s = st.lock().unwrap();
     match s.lists(q.kind).get(&q.id) {
         Some(l) => ok(json!(l.entries)),
-        None => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such list"}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "no such list"})),
+        )
+            .into_response(),
     }
 }
 
@@ -588,7 +703,10 @@ struct SimConfigChange {
     keep_expired: Option<bool>,
 }
 
-async fn ctl_config(State(st): State<Shared>, axum::Json(c): axum::Json<SimConfigChange>) -> Response {
+async fn ctl_config(
+    State(st): State<Shared>,
+    axum::Json(c): axum::Json<SimConfigChange>,
+) -> Response {
     let mut s = st.lock().unwrap();
     if let Some(r) = c.rate_limit {
         s.rate_limit = r.max(1);

@@ -71,8 +71,13 @@ pub struct Fault {
 
 impl Fault {
     pub fn matches(&self, api: Api, target: &str, offset: u64) -> bool {
-        let api_ok = self.api.as_deref().is_none_or(|a| a == "*" || a == api.path() || api.path().ends_with(&format!("/{a}")));
-        api_ok && self.target.as_deref().is_none_or(|t| t == target) && self.min_offset.is_none_or(|m| offset >= m)
+        let api_ok = self
+            .api
+            .as_deref()
+            .is_none_or(|a| a == "*" || a == api.path() || api.path().ends_with(&format!("/{a}")));
+        api_ok
+            && self.target.as_deref().is_none_or(|t| t == target)
+            && self.min_offset.is_none_or(|m| offset >= m)
     }
 }
 
@@ -158,7 +163,10 @@ impl SimState {
     pub fn admit(&mut self, api: Api, now: Instant) -> bool {
         let limit = self.rate_limit as usize;
         let w = self.windows.entry(api).or_default();
-        while w.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
+        while w
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
             w.pop_front();
         }
         let stats = self.stats.entry(api.path()).or_default();
@@ -198,8 +206,10 @@ impl SimState {
         if offset == 0 || self.mutations.is_empty() {
             return;
         }
-        let (due, rest): (Vec<_>, Vec<_>) =
-            self.mutations.drain(..).partition(|m| m.kind == kind && m.id == id && offset >= m.at_offset);
+        let (due, rest): (Vec<_>, Vec<_>) = self
+            .mutations
+            .drain(..)
+            .partition(|m| m.kind == kind && m.id == id && offset >= m.at_offset);
         self.mutations = rest;
         for m in due {
             let list = self.lists(kind).entry(id.to_string()).or_default();

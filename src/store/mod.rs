@@ -3,9 +3,9 @@
 //! transaction, so many small writes cost one commit while each job stays
 //! atomic on its own. Replies are sent only after the commit succeeded.
 
-mod schema;
 pub mod ops;
 pub mod queries;
+mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,12 +96,15 @@ pub struct Store {
 
 /// Opens a connection with the settings every connection needs.
 pub fn connect(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(|e| StoreError::Sql(format!("cannot open `{}`: {e}", path.display())))?;
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Sql(format!("cannot open `{}`: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // WAL lets readers (the CLI, /metrics) run beside the writer.
     // synchronous=NORMAL: a commit survives a process crash; a power cut
     // may lose the last commits but never corrupts the file.
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+    )?;
     Ok(conn)
 }
 
@@ -126,7 +129,11 @@ pub fn migrate(conn: &Connection) -> Result<()> {
 impl Store {
     /// Opens (creating and migrating) the store and starts its writer.
     /// Notices go to `notices` after each commit.
-    pub fn open(path: &Path, emit: EmitConfig, notices: Option<tokio::sync::mpsc::UnboundedSender<Notice>>) -> Result<Store> {
+    pub fn open(
+        path: &Path,
+        emit: EmitConfig,
+        notices: Option<tokio::sync::mpsc::UnboundedSender<Notice>>,
+    ) -> Result<Store> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -140,7 +147,10 @@ impl Store {
             .name("bansync-store".into())
             .spawn(move || writer_loop(conn, rx, emit, notices))
             .map_err(|e| StoreError::Sql(format!("cannot start the writer thread: {e}")))?;
-        Ok(Store { tx, path: Arc::new(path.to_path_buf()) })
+        Ok(Store {
+            tx,
+            path: Arc::new(path.to_path_buf()),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -179,7 +189,11 @@ impl Store {
             }
             let r = f(ctx);
             let undo = rollback || r.is_err();
-            let end = if undo { "ROLLBACK TO job; RELEASE job" } else { "RELEASE job" };
+            let end = if undo {
+                "ROLLBACK TO job; RELEASE job"
+            } else {
+                "RELEASE job"
+            };
             if undo {
                 ctx.notices.truncate(mark);
             }
@@ -234,8 +248,14 @@ fn writer_loop(
         if runs.is_empty() {
             continue;
         }
-        let mut ctx = Ctx { conn: &conn, emit: &emit, notices: Vec::new() };
-        let begin = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string());
+        let mut ctx = Ctx {
+            conn: &conn,
+            emit: &emit,
+            notices: Vec::new(),
+        };
+        let begin = conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| e.to_string());
         let finishes: Vec<Finish> = match &begin {
             Ok(()) => runs.into_iter().map(|f| f(&mut ctx)).collect(),
             Err(_) => Vec::new(),

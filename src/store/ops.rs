@@ -26,17 +26,19 @@ pub struct SourceRow {
 pub fn source_row(ctx: &Ctx<'_>, spec: &SourceSpec) -> Result<SourceRow> {
     let key = spec.to_string();
     let find = |conn: &rusqlite::Connection| {
-        conn.prepare_cached("SELECT id, status, digest, pending_absent FROM sources WHERE spec = ?1")?
-            .query_row([&key], |r| {
-                Ok(SourceRow {
-                    id: r.get(0)?,
-                    spec: spec.clone(),
-                    status: r.get(1)?,
-                    digest: r.get(2)?,
-                    pending_absent: r.get(3)?,
-                })
+        conn.prepare_cached(
+            "SELECT id, status, digest, pending_absent FROM sources WHERE spec = ?1",
+        )?
+        .query_row([&key], |r| {
+            Ok(SourceRow {
+                id: r.get(0)?,
+                spec: spec.clone(),
+                status: r.get(1)?,
+                digest: r.get(2)?,
+                pending_absent: r.get(3)?,
             })
-            .optional()
+        })
+        .optional()
     };
     if let Some(row) = find(ctx.conn)? {
         return Ok(row);
@@ -62,10 +64,18 @@ pub struct CommittedEvent {
 
 /// Numbers `change`, stores it, and queues a delivery to every webhook
 /// whose filters take it (and the mirror actions it causes).
-pub fn emit(ctx: &mut Ctx<'_>, source_id: i64, spec: &SourceSpec, change: &Change, now_ms: i64) -> Result<CommittedEvent> {
+pub fn emit(
+    ctx: &mut Ctx<'_>,
+    source_id: i64,
+    spec: &SourceSpec,
+    change: &Change,
+    now_ms: i64,
+) -> Result<CommittedEvent> {
     let seq: i64 = ctx
         .conn
-        .prepare_cached("UPDATE sources SET next_seq = next_seq + 1 WHERE id = ?1 RETURNING next_seq - 1")?
+        .prepare_cached(
+            "UPDATE sources SET next_seq = next_seq + 1 WHERE id = ?1 RETURNING next_seq - 1",
+        )?
         .query_row([source_id], |r| r.get(0))?;
     let source = spec.to_string();
     let event_id = event::new_event_id();
@@ -120,7 +130,10 @@ pub fn emit(ctx: &mut Ctx<'_>, source_id: i64, spec: &SourceSpec, change: &Chang
 /// How a walk ended, as the store records it.
 #[derive(Debug, Clone)]
 pub enum WalkOutcome {
-    Complete { entries: Vec<Entry>, digest: [u8; 24] },
+    Complete {
+        entries: Vec<Entry>,
+        digest: [u8; 24],
+    },
     /// The owner is gone (100004, 10010, 30003): entries are kept.
     Gone { code: i64, info: String },
     /// The walk did not finish: nothing changes but the error is noted.
@@ -161,7 +174,12 @@ pub fn apply_walk(
         }
         WalkOutcome::Gone { code, info } => {
             if row.status != "unavailable" {
-                let c = Change::source_state(EventType::SourceUnavailable, Some(code), Some(info.clone()), now_ms);
+                let c = Change::source_state(
+                    EventType::SourceUnavailable,
+                    Some(code),
+                    Some(info.clone()),
+                    now_ms,
+                );
                 report.changes.push(c.clone());
                 report.events.push(emit(ctx, row.id, spec, &c, now_ms)?);
             }
@@ -175,7 +193,11 @@ pub fn apply_walk(
         WalkOutcome::Complete { entries, digest } => {
             let first_walk = row.status == "new";
             let restored = row.status == "unavailable";
-            if !first_walk && !restored && row.pending_absent == 0 && row.digest.as_deref() == Some(&digest[..]) {
+            if !first_walk
+                && !restored
+                && row.pending_absent == 0
+                && row.digest.as_deref() == Some(&digest[..])
+            {
                 ctx.conn
                     .prepare_cached(
                         "UPDATE sources SET last_complete_walk_at = ?2, last_attempt_at = ?2, walks = walks + 1,
@@ -220,23 +242,43 @@ pub fn apply_walk(
 }
 
 fn load_entries(ctx: &Ctx<'_>, source_id: i64) -> Result<Vec<StoredEntry>> {
-    let mut stmt = ctx.conn.prepare_cached("SELECT account, value, state FROM entries WHERE source_id = ?1")?;
+    let mut stmt = ctx
+        .conn
+        .prepare_cached("SELECT account, value, state FROM entries WHERE source_id = ?1")?;
     let rows = stmt.query_map([source_id], |r| {
-        Ok(StoredEntry { account: r.get(0)?, value: r.get(1)?, state: EntryState::from_code(r.get(2)?) })
+        Ok(StoredEntry {
+            account: r.get(0)?,
+            value: r.get(1)?,
+            state: EntryState::from_code(r.get(2)?),
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-fn write_entries(ctx: &Ctx<'_>, source_id: i64, kind: SourceKind, upserts: &[StoredEntry], deletes: &[String]) -> Result<()> {
+fn write_entries(
+    ctx: &Ctx<'_>,
+    source_id: i64,
+    kind: SourceKind,
+    upserts: &[StoredEntry],
+    deletes: &[String],
+) -> Result<()> {
     let mut up = ctx.conn.prepare_cached(
         "INSERT INTO entries (source_id, account, value, state, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (source_id, account) DO UPDATE SET value = excluded.value, state = excluded.state,
          expires_at = excluded.expires_at",
     )?;
     for u in upserts {
-        up.execute(params![source_id, u.account, u.value, u.state.code(), u.expires_at(kind)])?;
+        up.execute(params![
+            source_id,
+            u.account,
+            u.value,
+            u.state.code(),
+            u.expires_at(kind)
+        ])?;
     }
-    let mut del = ctx.conn.prepare_cached("DELETE FROM entries WHERE source_id = ?1 AND account = ?2")?;
+    let mut del = ctx
+        .conn
+        .prepare_cached("DELETE FROM entries WHERE source_id = ?1 AND account = ?2")?;
     for d in deletes {
         del.execute(params![source_id, d])?;
     }
@@ -253,8 +295,10 @@ pub fn expire_due(ctx: &mut Ctx<'_>, now_ms: i64, limit: usize) -> Result<Vec<Co
              WHERE e.expires_at IS NOT NULL AND e.expires_at <= ?1
              ORDER BY e.expires_at, e.source_id, e.account LIMIT ?2",
         )?;
-        stmt.query_map(params![now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<rusqlite::Result<_>>()?
+        stmt.query_map(params![now, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?
     };
     let mut out = Vec::with_capacity(due.len());
     for (source_id, spec, account, value) in due {
@@ -278,7 +322,13 @@ pub fn next_expiry(conn: &rusqlite::Connection) -> Result<Option<i64>> {
 // ---- deliveries ----
 
 /// Owed deliveries of one lane (webhook × source) after `after_id`, in order.
-pub fn load_lane(conn: &rusqlite::Connection, webhook: &str, source_id: i64, after_id: i64, limit: usize) -> Result<Vec<OwedDelivery>> {
+pub fn load_lane(
+    conn: &rusqlite::Connection,
+    webhook: &str,
+    source_id: i64,
+    after_id: i64,
+    limit: usize,
+) -> Result<Vec<OwedDelivery>> {
     let mut stmt = conn.prepare_cached(
         "SELECT d.id, d.attempts, d.next_attempt_ms, e.event_id, e.body, e.committed_ms
          FROM deliveries d JOIN events e ON e.id = d.event
@@ -312,17 +362,34 @@ pub fn lanes_with_work(conn: &rusqlite::Connection, webhook: &str) -> Result<Vec
 /// The outcome of one attempt.
 #[derive(Debug, Clone)]
 pub enum AttemptOutcome {
-    Delivered { status: u16 },
-    Failed { status: Option<u16>, error: String, next_attempt_ms: i64 },
-    Dead { status: Option<u16>, error: String },
+    Delivered {
+        status: u16,
+    },
+    Failed {
+        status: Option<u16>,
+        error: String,
+        next_attempt_ms: i64,
+    },
+    Dead {
+        status: Option<u16>,
+        error: String,
+    },
     /// 410 Gone: the webhook is disabled, the delivery stays owed.
     Gone,
 }
 
-pub fn record_attempt(ctx: &Ctx<'_>, delivery_id: i64, webhook: &str, outcome: &AttemptOutcome, now_ms: i64) -> Result<()> {
+pub fn record_attempt(
+    ctx: &Ctx<'_>,
+    delivery_id: i64,
+    webhook: &str,
+    outcome: &AttemptOutcome,
+    now_ms: i64,
+) -> Result<()> {
     match outcome {
         AttemptOutcome::Delivered { .. } => {
-            ctx.conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?.execute([delivery_id])?;
+            ctx.conn
+                .prepare_cached("DELETE FROM deliveries WHERE id = ?1")?
+                .execute([delivery_id])?;
             ctx.conn
                 .prepare_cached(
                     "INSERT INTO webhooks (name, delivered) VALUES (?1, 1)
@@ -330,7 +397,11 @@ pub fn record_attempt(ctx: &Ctx<'_>, delivery_id: i64, webhook: &str, outcome: &
                 )?
                 .execute([webhook])?;
         }
-        AttemptOutcome::Failed { status, error, next_attempt_ms } => {
+        AttemptOutcome::Failed {
+            status,
+            error,
+            next_attempt_ms,
+        } => {
             ctx.conn
                 .prepare_cached(
                     "UPDATE deliveries SET attempts = attempts + 1, last_attempt_ms = ?2, last_status = ?3,
@@ -366,7 +437,8 @@ pub fn record_attempt(ctx: &Ctx<'_>, delivery_id: i64, webhook: &str, outcome: &
 
 /// Webhooks disabled by a 410 (names).
 pub fn disabled_webhooks(conn: &rusqlite::Connection) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT name FROM webhooks WHERE disabled_at IS NOT NULL")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT name FROM webhooks WHERE disabled_at IS NOT NULL")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -384,12 +456,19 @@ pub fn enable_webhooks(conn: &rusqlite::Connection, names: &[String]) -> Result<
 
 /// Re-queues dead deliveries as new rows (so they join the back of their
 /// lane), returning how many.
-pub fn retry_dead(conn: &rusqlite::Connection, webhook: Option<&str>, ids: &[i64], now_ms: i64) -> Result<usize> {
+pub fn retry_dead(
+    conn: &rusqlite::Connection,
+    webhook: Option<&str>,
+    ids: &[i64],
+    now_ms: i64,
+) -> Result<usize> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, webhook, event, source_id FROM deliveries WHERE state = 1 AND (?1 IS NULL OR webhook = ?1) ORDER BY id",
     )?;
     let dead: Vec<(i64, String, i64, i64)> = stmt
-        .query_map([webhook], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .query_map([webhook], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let mut n = 0;
     for (id, hook, event, source_id) in dead {
@@ -400,7 +479,8 @@ pub fn retry_dead(conn: &rusqlite::Connection, webhook: Option<&str>, ids: &[i64
             "INSERT INTO deliveries (webhook, event, source_id, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
         )?
         .execute(params![hook, event, source_id, now_ms])?;
-        conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?.execute([id])?;
+        conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?
+            .execute([id])?;
         n += 1;
     }
     Ok(n)
@@ -408,13 +488,20 @@ pub fn retry_dead(conn: &rusqlite::Connection, webhook: Option<&str>, ids: &[i64
 
 /// Queues again, for one webhook, every event since `since_ms` its filters
 /// take. Returns how many.
-pub fn replay(conn: &rusqlite::Connection, webhook: &crate::config::WebhookSettings, since_ms: i64, now_ms: i64) -> Result<usize> {
+pub fn replay(
+    conn: &rusqlite::Connection,
+    webhook: &crate::config::WebhookSettings,
+    since_ms: i64,
+    now_ms: i64,
+) -> Result<usize> {
     let mut stmt = conn.prepare_cached(
         "SELECT e.id, e.type, s.spec, e.source_id FROM events e JOIN sources s ON s.id = e.source_id
          WHERE e.committed_ms >= ?1 ORDER BY e.id",
     )?;
     let rows: Vec<(i64, String, String, i64)> = stmt
-        .query_map([since_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .query_map([since_ms], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let mut n = 0;
     for (event, kind, spec, source_id) in rows {

@@ -63,7 +63,8 @@ pub fn sources(conn: &Connection) -> Result<Vec<SourceStatus>> {
 /// Per webhook named in `names` (the configuration) or found in the store.
 pub fn webhooks(conn: &Connection, names: &[String]) -> Result<Vec<WebhookStatus>> {
     let mut all: Vec<String> = names.to_vec();
-    let mut stmt = conn.prepare("SELECT DISTINCT webhook FROM deliveries UNION SELECT name FROM webhooks")?;
+    let mut stmt =
+        conn.prepare("SELECT DISTINCT webhook FROM deliveries UNION SELECT name FROM webhooks")?;
     for n in stmt.query_map([], |r| r.get::<_, String>(0))? {
         let n = n?;
         if !all.contains(&n) {
@@ -146,7 +147,12 @@ pub fn events(conn: &Connection, f: &EventFilter) -> Result<Vec<EventRow>> {
         if !f.sources.is_empty() && !f.sources.contains(&source) {
             continue;
         }
-        if !f.types.is_empty() && !f.types.iter().any(|t| crate::source::Pattern::new(t.as_str()).matches(&kind)) {
+        if !f.types.is_empty()
+            && !f
+                .types
+                .iter()
+                .any(|t| crate::source::Pattern::new(t.as_str()).matches(&kind))
+        {
             continue;
         }
         out.push(EventRow {
@@ -223,7 +229,10 @@ pub fn mirrors_of(conn: &Connection, account: &str) -> Result<Vec<MirrorRow>> {
         Ok(MirrorRow {
             target: r.get(0)?,
             action: r.get(1)?,
-            state: ["queued", "applied", "failed", "skipped"].get(state as usize).unwrap_or(&"?").to_string(),
+            state: ["queued", "applied", "failed", "skipped"]
+                .get(state as usize)
+                .unwrap_or(&"?")
+                .to_string(),
             banned_until: r.get(3)?,
             origin_event: r.get(4)?,
             error_code: r.get(5)?,
@@ -242,11 +251,20 @@ pub fn gauges(conn: &Connection, webhook_names: &[String], now_ms: i64) -> Resul
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         g.entries_by_kind.push((kind.as_str(), entries as u64));
-        g.last_walk_by_kind.push((kind.as_str(), oldest.map(|m| m / 1000), newest.map(|m| m / 1000)));
-        let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM sources WHERE kind = ?1 GROUP BY status")?;
-        for row in stmt.query_map([kind.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        g.last_walk_by_kind.push((
+            kind.as_str(),
+            oldest.map(|m| m / 1000),
+            newest.map(|m| m / 1000),
+        ));
+        let mut stmt = conn.prepare_cached(
+            "SELECT status, COUNT(*) FROM sources WHERE kind = ?1 GROUP BY status",
+        )?;
+        for row in stmt.query_map([kind.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })? {
             let (status, n) = row?;
-            g.sources_by_kind_status.push((kind.as_str(), status, n as u64));
+            g.sources_by_kind_status
+                .push((kind.as_str(), status, n as u64));
         }
     }
     for w in webhooks(conn, webhook_names)? {
@@ -258,8 +276,11 @@ pub fn gauges(conn: &Connection, webhook_names: &[String], now_ms: i64) -> Resul
             [&w.webhook],
             |r| r.get(0),
         )?;
-        let age = oldest.map(|o| ((now_ms - o).max(0)) as f64 / 1000.0).unwrap_or(0.0);
-        g.webhooks.push((w.webhook, w.pending as u64, w.dead as u64, age, w.disabled));
+        let age = oldest
+            .map(|o| ((now_ms - o).max(0)) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        g.webhooks
+            .push((w.webhook, w.pending as u64, w.dead as u64, age, w.disabled));
     }
     Ok(g)
 }

@@ -31,8 +31,10 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX entries_expiry ON entries(expires_at) WHERE expires_at IS NOT NULL;
     CREATE INDEX entries_account ON entries(account);
+    -- AUTOINCREMENT: ids are never reused, even after rows are deleted;
+    -- the dispatcher orders lanes by id.
     CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         event_id TEXT NOT NULL UNIQUE,
         source_id INTEGER NOT NULL REFERENCES sources(id),
         seq INTEGER NOT NULL,
@@ -52,7 +54,7 @@ pub const MIGRATIONS: &[&str] = &[
         delivered INTEGER NOT NULL DEFAULT 0
     );
     CREATE TABLE deliveries (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         webhook TEXT NOT NULL,
         event INTEGER NOT NULL REFERENCES events(id),
         source_id INTEGER NOT NULL,
@@ -71,7 +73,7 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: ban propagation: queued mirror actions and the bans bansync applied.
     r#"
     CREATE TABLE propagations (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         origin_event INTEGER NOT NULL REFERENCES events(id),
         origin_source_id INTEGER NOT NULL,
         target TEXT NOT NULL,

@@ -26,7 +26,10 @@ impl ExpiryTimer {
         let mut total = 0;
         loop {
             let now = now_ms();
-            let events = self.store.write(move |ctx| ops::expire_due(ctx, now, BATCH)).await?;
+            let events = self
+                .store
+                .write(move |ctx| ops::expire_due(ctx, now, BATCH))
+                .await?;
             total += events.len();
             if !events.is_empty() {
                 self.metrics.events("ban.expired", events.len() as u64);
@@ -40,7 +43,11 @@ impl ExpiryTimer {
 
     /// When the next ban ends (Unix ms).
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        Ok(self.store.write(|ctx| ops::next_expiry(ctx.conn)).await?.map(|s| s.saturating_mul(1000)))
+        Ok(self
+            .store
+            .write(|ctx| ops::next_expiry(ctx.conn))
+            .await?
+            .map(|s| s.saturating_mul(1000)))
     }
 
     pub async fn run(self, mut wake: mpsc::UnboundedReceiver<()>, mut stop: watch::Receiver<bool>) {
@@ -49,7 +56,9 @@ impl ExpiryTimer {
                 tracing::error!(error = %e, "expiry pass failed; will try again");
             }
             let sleep = match self.next_due().await {
-                Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(0) as u64).min(MAX_SLEEP),
+                Ok(Some(due)) => {
+                    Duration::from_millis((due - now_ms()).max(0) as u64).min(MAX_SLEEP)
+                }
                 Ok(None) => MAX_SLEEP,
                 Err(_) => Duration::from_secs(1),
             };

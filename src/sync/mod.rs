@@ -43,7 +43,12 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    pub fn new(client: Arc<TencentClient>, store: Store, metrics: Arc<Metrics>, sync: &SyncSettings) -> Self {
+    pub fn new(
+        client: Arc<TencentClient>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        sync: &SyncSettings,
+    ) -> Self {
         Syncer {
             client,
             store,
@@ -63,27 +68,51 @@ impl Syncer {
         progress: &mut (dyn FnMut(usize) + Send),
     ) -> Result<SourceResult, StoreError> {
         let started = Instant::now();
-        let walked = walk::walk(&self.client, spec, self.page_size, self.blocklist_page_size, progress).await;
+        let walked = walk::walk(
+            &self.client,
+            spec,
+            self.page_size,
+            self.blocklist_page_size,
+            progress,
+        )
+        .await;
         let (outcome, error) = match walked {
             Ok(entries) => {
                 let digest = diff::digest(&entries);
                 (WalkOutcome::Complete { entries, digest }, None)
             }
             Err(e @ WalkError::Gone { .. }) => {
-                let WalkError::Gone { error, .. } = &e else { unreachable!() };
+                let WalkError::Gone { error, .. } = &e else {
+                    unreachable!()
+                };
                 let (code, info) = match &error.kind {
                     crate::tencent::ApiErrorKind::Vendor { code, info } => (*code, info.clone()),
                     _ => (0, error.to_string()),
                 };
                 (WalkOutcome::Gone { code, info }, Some(e))
             }
-            Err(e) => (WalkOutcome::Failed { error: e.to_string() }, Some(e)),
+            Err(e) => (
+                WalkOutcome::Failed {
+                    error: e.to_string(),
+                },
+                Some(e),
+            ),
         };
         let (s, initial, now) = (spec.clone(), self.initial, now_ms());
-        let apply = move |ctx: &mut crate::store::Ctx<'_>| ops::apply_walk(ctx, &s, outcome, now, initial);
-        let report = if dry_run { self.store.dry_run(apply).await? } else { self.store.write(apply).await? };
+        let apply =
+            move |ctx: &mut crate::store::Ctx<'_>| ops::apply_walk(ctx, &s, outcome, now, initial);
+        let report = if dry_run {
+            self.store.dry_run(apply).await?
+        } else {
+            self.store.write(apply).await?
+        };
         let took = started.elapsed();
-        let result = SourceResult { spec: spec.clone(), report, error, took };
+        let result = SourceResult {
+            spec: spec.clone(),
+            report,
+            error,
+            took,
+        };
         self.log(&result, dry_run);
         Ok(result)
     }
@@ -93,13 +122,22 @@ impl Syncer {
         let took_ms = r.took.as_millis() as u64;
         match &r.error {
             None => {
-                let outcome = if r.report.unchanged { "unchanged" } else { "complete" };
+                let outcome = if r.report.unchanged {
+                    "unchanged"
+                } else {
+                    "complete"
+                };
                 self.metrics.walk(kind, outcome, r.took);
                 tracing::info!(source = %r.spec, outcome, entries = r.report.entries,
                     events = r.report.changes.len(), unconfirmed_absences = r.report.pending_absent, took_ms, dry_run, "walk");
             }
             Some(WalkError::Gone { error, .. }) => {
                 self.metrics.walk(kind, "unavailable", r.took);
+                if r.report.changes.is_empty() {
+                    tracing::info!(source = %r.spec, outcome = "unavailable", error = %error, took_ms, dry_run,
+                        "walk: source still does not exist");
+                    return;
+                }
                 tracing::warn!(source = %r.spec, outcome = "unavailable", error = %error, events = r.report.changes.len(),
                     took_ms, dry_run, "walk: source does not exist; its entries are kept");
             }

@@ -25,9 +25,9 @@ use crate::store::StoreError;
 
 /// Checks a cron expression (six fields, seconds first).
 pub fn validate_cron(expr: &str) -> Result<(), String> {
-    Job::new_async(expr, |_, _| Box::pin(async {})).map(|_| ()).map_err(|e| {
-        format!("{e:?}; write six fields with seconds first, e.g. `0 */5 * * * *`")
-    })
+    Job::new_async(expr, |_, _| Box::pin(async {}))
+        .map(|_| ())
+        .map_err(|e| format!("{e:?}; write six fields with seconds first, e.g. `0 */5 * * * *`"))
 }
 
 /// A failing source waits 15 s, 30 s, 1 min, ... up to 30 min.
@@ -96,15 +96,26 @@ impl Scheduler {
             Schedule::Cron(expr) => Job::new_async(expr.as_str(), fire),
         }
         .map_err(|e| format!("schedule: {e:?}"))?;
-        let sched = JobScheduler::new().await.map_err(|e| format!("scheduler: {e:?}"))?;
-        sched.add(job).await.map_err(|e| format!("scheduler: {e:?}"))?;
-        sched.start().await.map_err(|e| format!("scheduler: {e:?}"))?;
+        let sched = JobScheduler::new()
+            .await
+            .map_err(|e| format!("scheduler: {e:?}"))?;
+        sched
+            .add(job)
+            .await
+            .map_err(|e| format!("scheduler: {e:?}"))?;
+        sched
+            .start()
+            .await
+            .map_err(|e| format!("scheduler: {e:?}"))?;
         self.cron = Some(sched);
         Ok(())
     }
 
     fn enqueue(&mut self, spec: SourceSpec) {
-        if self.running.contains(&spec) || self.queued.contains(&spec) || !self.plan.sources.contains(&spec) {
+        if self.running.contains(&spec)
+            || self.queued.contains(&spec)
+            || !self.plan.sources.contains(&spec)
+        {
             return;
         }
         self.queued.insert(spec.clone());
@@ -113,10 +124,19 @@ impl Scheduler {
 
     /// A scheduled sweep: every source not walking, queued or backed off.
     fn sweep(&mut self) {
-        let backed_off: HashSet<&SourceSpec> =
-            self.timers.iter().map(|Reverse((_, s))| s).filter(|s| self.failures.contains_key(*s)).collect();
-        let due: Vec<SourceSpec> =
-            self.plan.sources.iter().filter(|s| !backed_off.contains(s)).cloned().collect();
+        let backed_off: HashSet<&SourceSpec> = self
+            .timers
+            .iter()
+            .map(|Reverse((_, s))| s)
+            .filter(|s| self.failures.contains_key(*s))
+            .collect();
+        let due: Vec<SourceSpec> = self
+            .plan
+            .sources
+            .iter()
+            .filter(|s| !backed_off.contains(s))
+            .cloned()
+            .collect();
         for s in due {
             self.enqueue(s);
         }
@@ -124,7 +144,9 @@ impl Scheduler {
 
     fn start_walks(&mut self) {
         while self.running.len() < self.plan.max_concurrent_walks {
-            let Some(spec) = self.queue.pop_front() else { break };
+            let Some(spec) = self.queue.pop_front() else {
+                break;
+            };
             self.queued.remove(&spec);
             self.running.insert(spec.clone());
             let syncer = self.plan.syncer.clone();
@@ -143,18 +165,24 @@ impl Scheduler {
                 self.failures.remove(&spec);
                 if r.report.pending_absent > 0 {
                     // Confirm (or clear) the absence soon, not a whole interval later.
-                    self.timers.push(Reverse((now + self.plan.confirm_delay, spec)));
+                    self.timers
+                        .push(Reverse((now + self.plan.confirm_delay, spec)));
                 }
             }
             other => {
                 if let Err(e) = &other {
                     tracing::error!(source = %spec, error = %e, "cannot store a walk");
                 }
-                let fatal = matches!(&other, Ok(r) if r.error.as_ref().is_some_and(|e| e.is_fatal()));
+                let fatal =
+                    matches!(&other, Ok(r) if r.error.as_ref().is_some_and(|e| e.is_fatal()));
                 let n = self.failures.entry(spec.clone()).or_default();
                 *n += 1;
                 // A configuration fault will not heal in seconds: wait longest.
-                let delay = if fatal { failure_backoff(8) } else { failure_backoff(*n) };
+                let delay = if fatal {
+                    failure_backoff(8)
+                } else {
+                    failure_backoff(*n)
+                };
                 tracing::info!(source = %spec, consecutive_failures = *n, retry_in_s = delay.as_secs(), "source backed off");
                 self.timers.push(Reverse((now + delay, spec)));
             }
@@ -174,8 +202,18 @@ impl Scheduler {
 
     pub async fn reload(&mut self, plan: Plan) -> Result<(), String> {
         let schedule_changed = plan.schedule != self.plan.schedule;
-        let added: Vec<SourceSpec> = plan.sources.iter().filter(|s| !self.plan.sources.contains(s)).cloned().collect();
-        let removed = self.plan.sources.iter().filter(|s| !plan.sources.contains(s)).count();
+        let added: Vec<SourceSpec> = plan
+            .sources
+            .iter()
+            .filter(|s| !self.plan.sources.contains(s))
+            .cloned()
+            .collect();
+        let removed = self
+            .plan
+            .sources
+            .iter()
+            .filter(|s| !plan.sources.contains(s))
+            .count();
         self.plan = plan;
         let keep = &self.plan.sources;
         self.queue.retain(|s| keep.contains(s));
@@ -184,7 +222,12 @@ impl Scheduler {
         if schedule_changed {
             self.start_cron().await?;
         }
-        tracing::info!(added = added.len(), removed, schedule_changed, "scheduler reloaded");
+        tracing::info!(
+            added = added.len(),
+            removed,
+            schedule_changed,
+            "scheduler reloaded"
+        );
         for s in added {
             self.enqueue(s);
         }
@@ -228,7 +271,10 @@ impl Scheduler {
         }
         let deadline = Instant::now() + grace;
         if !self.walks.is_empty() {
-            tracing::info!(walks = self.walks.len(), "stopping: letting walks in progress finish");
+            tracing::info!(
+                walks = self.walks.len(),
+                "stopping: letting walks in progress finish"
+            );
         }
         while !self.walks.is_empty() {
             tokio::select! {

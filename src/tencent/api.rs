@@ -256,14 +256,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.current_sequence, Some(13));
-        let b: BlockListResponse =
-            serde_json::from_str(r#"{"BlackListItem":[],"StartIndex":0,"CurrentSequence":14,"ErrorCode":0}"#).unwrap();
+        let b: BlockListResponse = serde_json::from_str(
+            r#"{"BlackListItem":[],"StartIndex":0,"CurrentSequence":14,"ErrorCode":0}"#,
+        )
+        .unwrap();
         assert_eq!(b.current_sequence, Some(14));
         let wrapped: RoomBanListResponse = serde_json::from_str(
             r#"{"ErrorCode":0,"ActionStatus":"OK","RequestId":"Id-1","Response":{"BannedAccountList":[{"Member_Account":"user2","BannedUntil":1719300627}],"NextOffset":0}}"#,
         )
         .unwrap();
-        assert_eq!(wrapped.response.unwrap().banned.unwrap()[0].account, "user2");
+        assert_eq!(
+            wrapped.response.unwrap().banned.unwrap()[0].account,
+            "user2"
+        );
         assert_eq!(wrapped.request_id.as_deref(), Some("Id-1"));
         let flat: RoomBanListResponse = serde_json::from_str(
             r#"{"ErrorCode":0,"BannedAccountList":[{"Member_Account":"u","BannedUntil":5}],"NextOffset":3}"#,

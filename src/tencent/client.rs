@@ -65,7 +65,10 @@ pub struct TencentClient {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl TencentClient {
@@ -73,7 +76,11 @@ impl TencentClient {
         Self::with_retry(settings, metrics, RetryPolicy::default())
     }
 
-    pub fn with_retry(settings: TencentSettings, metrics: Arc<Metrics>, retry: RetryPolicy) -> Self {
+    pub fn with_retry(
+        settings: TencentSettings,
+        metrics: Arc<Metrics>,
+        retry: RetryPolicy,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
@@ -81,7 +88,10 @@ impl TencentClient {
             .user_agent(concat!("bansync/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("TLS backend initialises");
-        let pacers = Api::ALL.iter().map(|_| Pacer::new(settings.requests_per_second)).collect();
+        let pacers = Api::ALL
+            .iter()
+            .map(|_| Pacer::new(settings.requests_per_second))
+            .collect();
         TencentClient {
             http,
             settings,
@@ -112,8 +122,18 @@ impl TencentClient {
         }
         let t = &self.settings;
         let ttl = t.usersig_ttl.as_secs();
-        let sig = usersig::generate(t.secret_key.expose(), t.sdkappid, &t.identifier, ttl, unix_now(), None);
-        *slot = Some(CachedSig { sig: sig.clone(), renew_at: Instant::now() + t.usersig_ttl / 2 });
+        let sig = usersig::generate(
+            t.secret_key.expose(),
+            t.sdkappid,
+            &t.identifier,
+            ttl,
+            unix_now(),
+            None,
+        );
+        *slot = Some(CachedSig {
+            sig: sig.clone(),
+            renew_at: Instant::now() + t.usersig_ttl / 2,
+        });
         sig
     }
 
@@ -123,7 +143,11 @@ impl TencentClient {
 
     /// Calls `api` with `body`, retrying transient failures, backing off on
     /// rate limits and renewing the sig once if it is refused.
-    pub async fn call<T: VendorResponse>(&self, api: Api, body: &impl Serialize) -> Result<T, ApiError> {
+    pub async fn call<T: VendorResponse>(
+        &self,
+        api: Api,
+        body: &impl Serialize,
+    ) -> Result<T, ApiError> {
         let payload = serde_json::to_vec(body).expect("request bodies serialize");
         let mut retries = 0;
         let mut backoffs = 0;
@@ -139,7 +163,8 @@ impl TencentClient {
                 }
                 Err(e) => e,
             };
-            self.metrics.api_request(api.path(), &e.metric_code(), started.elapsed());
+            self.metrics
+                .api_request(api.path(), &e.metric_code(), started.elapsed());
             match e.class() {
                 ErrorClass::RenewSig if !renewed => {
                     tracing::warn!(api = api.path(), error = %e, "UserSig refused; generating a new one");
@@ -182,7 +207,8 @@ impl TencentClient {
         let t = &self.settings;
         let base = &t.base_urls[self.preferred_base.load(Ordering::Relaxed) % t.base_urls.len()];
         let random: u32 = rand::thread_rng().r#gen();
-        let mut url = reqwest::Url::parse(&format!("{base}/v4/{}", api.path())).expect("base_url validated");
+        let mut url =
+            reqwest::Url::parse(&format!("{base}/v4/{}", api.path())).expect("base_url validated");
         url.query_pairs_mut()
             .append_pair("sdkappid", &t.sdkappid.to_string())
             .append_pair("identifier", &t.identifier)
@@ -193,7 +219,11 @@ impl TencentClient {
     }
 
     async fn send_once<T: VendorResponse>(&self, api: Api, payload: &[u8]) -> Result<T, ApiError> {
-        let fail = |kind| ApiError { api: api.path(), kind, request_id: None };
+        let fail = |kind| ApiError {
+            api: api.path(),
+            kind,
+            request_id: None,
+        };
         let response = self
             .http
             .post(self.url(api))
@@ -211,7 +241,8 @@ impl TencentClient {
             .bytes()
             .await
             .map_err(|e| fail(ApiErrorKind::Transport(e.without_url().to_string())))?;
-        let parsed: T = serde_json::from_slice(&bytes).map_err(|e| fail(ApiErrorKind::Malformed(e.to_string())))?;
+        let parsed: T = serde_json::from_slice(&bytes)
+            .map_err(|e| fail(ApiErrorKind::Malformed(e.to_string())))?;
         check_envelope(api, parsed)
     }
 }
@@ -220,11 +251,24 @@ impl TencentClient {
 pub fn check_envelope<T: VendorResponse>(api: Api, parsed: T) -> Result<T, ApiError> {
     let env = parsed.envelope();
     let request_id = env.request_id.map(str::to_string);
-    let err = |kind| Err(ApiError { api: api.path(), kind, request_id: request_id.clone() });
+    let err = |kind| {
+        Err(ApiError {
+            api: api.path(),
+            kind,
+            request_id: request_id.clone(),
+        })
+    };
     match (env.error_code, env.action_status) {
         (Some(0), Some("OK") | None) | (None, Some("OK")) => Ok(parsed),
-        (Some(0), Some(other)) => err(ApiErrorKind::Malformed(format!("ErrorCode 0 with ActionStatus `{other}`"))),
-        (Some(code), _) => err(ApiErrorKind::Vendor { code, info: env.error_info.unwrap_or_default().to_string() }),
-        (None, _) => err(ApiErrorKind::Malformed("neither ErrorCode nor ActionStatus OK".into())),
+        (Some(0), Some(other)) => err(ApiErrorKind::Malformed(format!(
+            "ErrorCode 0 with ActionStatus `{other}`"
+        ))),
+        (Some(code), _) => err(ApiErrorKind::Vendor {
+            code,
+            info: env.error_info.unwrap_or_default().to_string(),
+        }),
+        (None, _) => err(ApiErrorKind::Malformed(
+            "neither ErrorCode nor ActionStatus OK".into(),
+        )),
     }
 }

@@ -78,7 +78,9 @@ pub fn hint(code: i64) -> Option<&'static str> {
         70013 => "the sig was issued for another identifier",
         70016 | 70020 => "wrong data centre: check tencent.region",
         70050 => "too many bad sigs: fix the key, then wait at least 60 s",
-        10007 => "ban features are off for this group in the console, or the account is not an admin",
+        10007 => {
+            "ban features are off for this group in the console, or the account is not an admin"
+        }
         30004 => "tencent.identifier must be an App admin account",
         _ => return None,
     })
@@ -166,11 +168,27 @@ mod tests {
     fn every_documented_code_is_classified() {
         use ErrorClass::*;
         let table: &[(&[i64], ErrorClass)] = &[
-            (&[60002, 60003, 60009, 60012, 60015, 10003, 10004, 10005, 30001, 100002], Bug),
+            (
+                &[
+                    60002, 60003, 60009, 60012, 60015, 10003, 10004, 10005, 30001, 100002,
+                ],
+                Bug,
+            ),
             (&[60004, 60005, 70001, 70002, 70003, 70005, 70052], RenewSig),
-            (&[60006, 60010, 60016, 60017, 60020, 60021, 70009, 70013, 70014, 70016, 70020, 30004], Fatal),
+            (
+                &[
+                    60006, 60010, 60016, 60017, 60020, 60021, 70009, 70013, 70014, 70016, 70020,
+                    30004,
+                ],
+                Fatal,
+            ),
             (&[60007, 60011, 60018, 60019, 70050, 10006], BackOff),
-            (&[60008, 60013, 60014, 70169, 70500, 10002, 30006, 30007, 100001], Retry),
+            (
+                &[
+                    60008, 60013, 60014, 70169, 70500, 10002, 30006, 30007, 100001,
+                ],
+                Retry,
+            ),
             (&[10010, 30003, 100004], SourceGone),
             (&[10007], SourceRefused),
         ];
@@ -185,10 +203,16 @@ mod tests {
     fn display_names_code_hint_and_request_id() {
         let e = ApiError {
             api: "sns/black_list_get",
-            kind: ApiErrorKind::Vendor { code: 70016, info: "key not found".into() },
+            kind: ApiErrorKind::Vendor {
+                code: 70016,
+                info: "key not found".into(),
+            },
             request_id: Some("Id-1".into()),
         };
         let s = e.to_string();
-        assert!(s.contains("70016") && s.contains("tencent.region") && s.contains("Id-1"), "{s}");
+        assert!(
+            s.contains("70016") && s.contains("tencent.region") && s.contains("Id-1"),
+            "{s}"
+        );
     }
 }

@@ -25,7 +25,11 @@ pub struct SigFields {
     pub expire: u64,
     #[serde(rename = "TLS.time")]
     pub time: u64,
-    #[serde(rename = "TLS.userbuf", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "TLS.userbuf",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub userbuf: Option<String>,
     #[serde(rename = "TLS.sig")]
     pub sig: String,
@@ -61,7 +65,13 @@ impl SigError {
     }
 }
 
-fn hmac_content(identifier: &str, sdkappid: u64, time: u64, expire: u64, userbuf: Option<&str>) -> String {
+fn hmac_content(
+    identifier: &str,
+    sdkappid: u64,
+    time: u64,
+    expire: u64,
+    userbuf: Option<&str>,
+) -> String {
     let mut content = format!(
         "TLS.identifier:{identifier}\nTLS.sdkappid:{sdkappid}\nTLS.time:{time}\nTLS.expire:{expire}\n"
     );
@@ -75,14 +85,28 @@ fn hmac_content(identifier: &str, sdkappid: u64, time: u64, expire: u64, userbuf
 
 /// `TLS.sig`: standard base64 of HMAC-SHA256 over the content, keyed by the
 /// secret's UTF-8 bytes (not hex-decoded).
-pub fn hmac_sig(key: &str, identifier: &str, sdkappid: u64, time: u64, expire: u64, userbuf: Option<&str>) -> String {
+pub fn hmac_sig(
+    key: &str,
+    identifier: &str,
+    sdkappid: u64,
+    time: u64,
+    expire: u64,
+    userbuf: Option<&str>,
+) -> String {
     let mut mac = HmacSha256::new_from_slice(key.as_bytes()).expect("HMAC accepts any key length");
     mac.update(hmac_content(identifier, sdkappid, time, expire, userbuf).as_bytes());
     STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// Generates a UserSig valid for `expire` seconds from `time`.
-pub fn generate(key: &str, sdkappid: u64, identifier: &str, expire: u64, time: u64, userbuf: Option<&[u8]>) -> String {
+pub fn generate(
+    key: &str,
+    sdkappid: u64,
+    identifier: &str,
+    expire: u64,
+    time: u64,
+    userbuf: Option<&[u8]>,
+) -> String {
     let userbuf = userbuf.map(|b| STANDARD.encode(b));
     let fields = SigFields {
         ver: "2.0".into(),
@@ -128,7 +152,9 @@ pub fn decode(sig: &str) -> Result<SigFields, SigError> {
     if sig.is_empty() {
         return Err(SigError::Empty);
     }
-    let compressed = STANDARD.decode(from_url_base64(sig)).map_err(|_| SigError::Malformed)?;
+    let compressed = STANDARD
+        .decode(from_url_base64(sig))
+        .map_err(|_| SigError::Malformed)?;
     let mut json = Vec::new();
     flate2::read::ZlibDecoder::new(&compressed[..])
         .take(64 * 1024)
@@ -138,7 +164,13 @@ pub fn decode(sig: &str) -> Result<SigFields, SigError> {
 }
 
 /// Verifies a sig as the vendor does: app, identifier, expiry, then HMAC.
-pub fn verify(sig: &str, key: &str, sdkappid: u64, identifier: &str, now: u64) -> Result<SigFields, SigError> {
+pub fn verify(
+    sig: &str,
+    key: &str,
+    sdkappid: u64,
+    identifier: &str,
+    now: u64,
+) -> Result<SigFields, SigError> {
     let f = decode(sig)?;
     if f.sdkappid != sdkappid {
         return Err(SigError::AppMismatch);
@@ -146,11 +178,29 @@ pub fn verify(sig: &str, key: &str, sdkappid: u64, identifier: &str, now: u64) -
     if f.identifier != identifier {
         return Err(SigError::IdentifierMismatch);
     }
-    let expected = hmac_sig(key, &f.identifier, f.sdkappid, f.time, f.expire, f.userbuf.as_deref());
+    let expected = hmac_sig(
+        key,
+        &f.identifier,
+        f.sdkappid,
+        f.time,
+        f.expire,
+        f.userbuf.as_deref(),
+    );
     // Compare in constant time through the MAC's own verifier.
     let mut mac = HmacSha256::new_from_slice(key.as_bytes()).expect("HMAC accepts any key length");
-    mac.update(hmac_content(&f.identifier, f.sdkappid, f.time, f.expire, f.userbuf.as_deref()).as_bytes());
-    let given = STANDARD.decode(&f.sig).map_err(|_| SigError::BadSignature)?;
+    mac.update(
+        hmac_content(
+            &f.identifier,
+            f.sdkappid,
+            f.time,
+            f.expire,
+            f.userbuf.as_deref(),
+        )
+        .as_bytes(),
+    );
+    let given = STANDARD
+        .decode(&f.sig)
+        .map_err(|_| SigError::BadSignature)?;
     if mac.verify_slice(&given).is_err() {
         debug_assert_ne!(expected, f.sig);
         return Err(SigError::BadSignature);
@@ -184,7 +234,10 @@ mod tests {
     #[test]
     fn official_whole_sigs_decode_and_verify() {
         let f = verify(VEC_PLAIN, KEY, 1400000000, "admin", 1700000000).unwrap();
-        assert_eq!((f.ver.as_str(), f.expire, f.time, f.userbuf), ("2.0", 86400, 1700000000, None));
+        assert_eq!(
+            (f.ver.as_str(), f.expire, f.time, f.userbuf),
+            ("2.0", 86400, 1700000000, None)
+        );
         assert_eq!(f.sig, "4lUxqF/B+QS/FhzU388MWw47s2GIKgpTCF1WmWL/l5Y=");
         let f = verify(VEC_USERBUF, KEY, 1400000000, "admin", 1700000000).unwrap();
         assert_eq!(f.userbuf.as_deref(), Some("YWJj"));
@@ -203,12 +256,33 @@ mod tests {
     #[test]
     fn verification_refuses_each_fault() {
         let sig = generate(KEY, 1400000000, "admin", 100, 1000, None);
-        assert_eq!(verify(&sig, KEY, 1400000000, "admin", 1100).map(|_| ()), Ok(()));
-        assert_eq!(verify(&sig, KEY, 1400000000, "admin", 1101).unwrap_err(), SigError::Expired);
-        assert_eq!(verify(&sig, "other", 1400000000, "admin", 1000).unwrap_err(), SigError::BadSignature);
-        assert_eq!(verify(&sig, KEY, 1400000001, "admin", 1000).unwrap_err(), SigError::AppMismatch);
-        assert_eq!(verify(&sig, KEY, 1400000000, "root", 1000).unwrap_err(), SigError::IdentifierMismatch);
-        assert_eq!(verify("", KEY, 1400000000, "admin", 1000).unwrap_err(), SigError::Empty);
-        assert_eq!(verify(&sig[..20], KEY, 1400000000, "admin", 1000).unwrap_err(), SigError::Malformed);
+        assert_eq!(
+            verify(&sig, KEY, 1400000000, "admin", 1100).map(|_| ()),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&sig, KEY, 1400000000, "admin", 1101).unwrap_err(),
+            SigError::Expired
+        );
+        assert_eq!(
+            verify(&sig, "other", 1400000000, "admin", 1000).unwrap_err(),
+            SigError::BadSignature
+        );
+        assert_eq!(
+            verify(&sig, KEY, 1400000001, "admin", 1000).unwrap_err(),
+            SigError::AppMismatch
+        );
+        assert_eq!(
+            verify(&sig, KEY, 1400000000, "root", 1000).unwrap_err(),
+            SigError::IdentifierMismatch
+        );
+        assert_eq!(
+            verify("", KEY, 1400000000, "admin", 1000).unwrap_err(),
+            SigError::Empty
+        );
+        assert_eq!(
+            verify(&sig[..20], KEY, 1400000000, "admin", 1000).unwrap_err(),
+            SigError::Malformed
+        );
     }
 }

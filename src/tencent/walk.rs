@@ -20,7 +20,10 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(account: impl Into<String>, value: i64) -> Self {
-        Entry { account: account.into(), value }
+        Entry {
+            account: account.into(),
+            value,
+        }
     }
 }
 
@@ -60,7 +63,9 @@ struct Page<T> {
 /// Checks one page against the cursor rules shared by all three APIs.
 fn check_page(offset: u64, asked: u32, got: usize, next: u64) -> Result<(), WalkError> {
     if got > asked as usize {
-        return Err(WalkError::Inconsistent(format!("asked for {asked} entries at offset {offset}, got {got}")));
+        return Err(WalkError::Inconsistent(format!(
+            "asked for {asked} entries at offset {offset}, got {got}"
+        )));
     }
     if next != 0 && (next <= offset || next > offset + got as u64) {
         return Err(WalkError::Inconsistent(format!(
@@ -90,7 +95,9 @@ where
         all.extend(page.items);
         progress(all.len());
         if all.len() > max_entries {
-            return Err(WalkError::Inconsistent(format!("more than {max_entries} entries: runaway pagination")));
+            return Err(WalkError::Inconsistent(format!(
+                "more than {max_entries} entries: runaway pagination"
+            )));
         }
         if page.next == 0 {
             return Ok(all);
@@ -101,7 +108,10 @@ where
 
 fn api_err(spec: &SourceSpec, e: ApiError) -> WalkError {
     if e.class() == ErrorClass::SourceGone {
-        WalkError::Gone { spec: spec.to_string(), error: e }
+        WalkError::Gone {
+            spec: spec.to_string(),
+            error: e,
+        }
     } else {
         WalkError::Api(e)
     }
@@ -129,7 +139,12 @@ fn dedupe(entries: Vec<Entry>) -> Vec<Entry> {
         return entries;
     }
     let keep: std::collections::HashSet<usize> = seen.into_values().collect();
-    entries.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, e)| e).collect()
+    entries
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, e)| e)
+        .collect()
 }
 
 /// Walks one source's whole list.
@@ -143,26 +158,53 @@ pub async fn walk(
     let entries = match spec.kind {
         SourceKind::Group => {
             let fetch = |offset| async move {
-                let req = GroupBanListRequest { group_id: &spec.id, limit: page_size, offset };
-                let r: GroupBanListResponse =
-                    client.call(Api::GroupBanList, &req).await.map_err(|e| api_err(spec, e))?;
-                let next = r.next_offset.ok_or_else(|| malformed(Api::GroupBanList, "NextOffset missing"))?;
+                let req = GroupBanListRequest {
+                    group_id: &spec.id,
+                    limit: page_size,
+                    offset,
+                };
+                let r: GroupBanListResponse = client
+                    .call(Api::GroupBanList, &req)
+                    .await
+                    .map_err(|e| api_err(spec, e))?;
+                let next = r
+                    .next_offset
+                    .ok_or_else(|| malformed(Api::GroupBanList, "NextOffset missing"))?;
                 let items = r.banned.unwrap_or_default();
-                Ok(Page { items: items.into_iter().map(|b| Entry::new(b.account, b.banned_until)).collect(), next })
+                Ok(Page {
+                    items: items
+                        .into_iter()
+                        .map(|b| Entry::new(b.account, b.banned_until))
+                        .collect(),
+                    next,
+                })
             };
             page_through(MAX_BAN_ENTRIES, page_size, fetch, progress).await?
         }
         SourceKind::Room => {
             let fetch = |offset| async move {
-                let req = RoomBanListRequest { room_id: &spec.id, offset, limit: page_size };
-                let r: RoomBanListResponse = client.call(Api::RoomBanList, &req).await.map_err(|e| api_err(spec, e))?;
+                let req = RoomBanListRequest {
+                    room_id: &spec.id,
+                    offset,
+                    limit: page_size,
+                };
+                let r: RoomBanListResponse = client
+                    .call(Api::RoomBanList, &req)
+                    .await
+                    .map_err(|e| api_err(spec, e))?;
                 let (items, next) = match r.response {
                     Some(body) => (body.banned, body.next_offset),
                     None => (r.banned, r.next_offset),
                 };
                 let next = next.ok_or_else(|| malformed(Api::RoomBanList, "NextOffset missing"))?;
                 let items = items.unwrap_or_default();
-                Ok(Page { items: items.into_iter().map(|b| Entry::new(b.account, b.banned_until)).collect(), next })
+                Ok(Page {
+                    items: items
+                        .into_iter()
+                        .map(|b| Entry::new(b.account, b.banned_until))
+                        .collect(),
+                    next,
+                })
             };
             page_through(MAX_BAN_ENTRIES, page_size, fetch, progress).await?
         }
@@ -174,10 +216,21 @@ pub async fn walk(
                     max_limited: blocklist_page_size,
                     last_sequence: 0,
                 };
-                let r: BlockListResponse = client.call(Api::BlockList, &req).await.map_err(|e| api_err(spec, e))?;
-                let next = r.start_index.ok_or_else(|| malformed(Api::BlockList, "StartIndex missing"))?;
+                let r: BlockListResponse = client
+                    .call(Api::BlockList, &req)
+                    .await
+                    .map_err(|e| api_err(spec, e))?;
+                let next = r
+                    .start_index
+                    .ok_or_else(|| malformed(Api::BlockList, "StartIndex missing"))?;
                 let items = r.items.unwrap_or_default();
-                Ok(Page { items: items.into_iter().map(|b| Entry::new(b.account, b.added_at)).collect(), next })
+                Ok(Page {
+                    items: items
+                        .into_iter()
+                        .map(|b| Entry::new(b.account, b.added_at))
+                        .collect(),
+                    next,
+                })
             };
             page_through(MAX_BLOCK_ENTRIES, blocklist_page_size, fetch, progress).await?
         }
@@ -211,7 +264,10 @@ pub async fn ban(
                     reason: truncate_utf8(reason, MAX_REASON_BYTES),
                     duration,
                 };
-                client.call::<PlainResponse>(Api::RoomBan, &req).await.map(|_| ())
+                client
+                    .call::<PlainResponse>(Api::RoomBan, &req)
+                    .await
+                    .map(|_| ())
             }
             SourceKind::Group => {
                 let req = GroupBanRequest {
@@ -220,9 +276,14 @@ pub async fn ban(
                     duration,
                     description: truncate_utf8(reason, MAX_DESCRIPTION_BYTES),
                 };
-                client.call::<PlainResponse>(Api::GroupBan, &req).await.map(|_| ())
+                client
+                    .call::<PlainResponse>(Api::GroupBan, &req)
+                    .await
+                    .map(|_| ())
             }
-            SourceKind::Blocklist => unreachable!("blocklists hold no bans; configuration refuses them"),
+            SourceKind::Blocklist => {
+                unreachable!("blocklists hold no bans; configuration refuses them")
+            }
         };
         record(&mut out, chunk, result);
     }
@@ -230,19 +291,37 @@ pub async fn ban(
 }
 
 /// Lifts bans of `accounts` in a room or group, 20 a request.
-pub async fn unban(client: &TencentClient, target: &SourceSpec, accounts: &[String]) -> BatchOutcome {
+pub async fn unban(
+    client: &TencentClient,
+    target: &SourceSpec,
+    accounts: &[String],
+) -> BatchOutcome {
     let mut out = BatchOutcome::default();
     for chunk in accounts.chunks(MAX_ACCOUNTS_PER_BAN) {
         let result = match target.kind {
             SourceKind::Room => {
-                let req = RoomUnbanRequest { room_id: &target.id, members: chunk };
-                client.call::<PlainResponse>(Api::RoomUnban, &req).await.map(|_| ())
+                let req = RoomUnbanRequest {
+                    room_id: &target.id,
+                    members: chunk,
+                };
+                client
+                    .call::<PlainResponse>(Api::RoomUnban, &req)
+                    .await
+                    .map(|_| ())
             }
             SourceKind::Group => {
-                let req = GroupUnbanRequest { group_id: &target.id, members: chunk };
-                client.call::<PlainResponse>(Api::GroupUnban, &req).await.map(|_| ())
+                let req = GroupUnbanRequest {
+                    group_id: &target.id,
+                    members: chunk,
+                };
+                client
+                    .call::<PlainResponse>(Api::GroupUnban, &req)
+                    .await
+                    .map(|_| ())
             }
-            SourceKind::Blocklist => unreachable!("blocklists hold no bans; configuration refuses them"),
+            SourceKind::Blocklist => {
+                unreachable!("blocklists hold no bans; configuration refuses them")
+            }
         };
         record(&mut out, chunk, result);
     }
@@ -252,7 +331,9 @@ pub async fn unban(client: &TencentClient, target: &SourceSpec, accounts: &[Stri
 fn record(out: &mut BatchOutcome, chunk: &[String], result: Result<(), ApiError>) {
     match result {
         Ok(()) => out.applied.extend_from_slice(chunk),
-        Err(e) => out.failed.extend(chunk.iter().map(|a| (a.clone(), e.clone()))),
+        Err(e) => out
+            .failed
+            .extend(chunk.iter().map(|a| (a.clone(), e.clone()))),
     }
 }
 
@@ -265,11 +346,20 @@ mod tests {
         assert!(check_page(0, 100, 100, 100).is_ok());
         assert!(check_page(0, 100, 5, 0).is_ok());
         assert!(check_page(100, 100, 0, 0).is_ok());
-        assert!(check_page(0, 100, 101, 0).is_err(), "page larger than asked");
-        assert!(check_page(100, 100, 100, 100).is_err(), "cursor did not advance");
+        assert!(
+            check_page(0, 100, 101, 0).is_err(),
+            "page larger than asked"
+        );
+        assert!(
+            check_page(100, 100, 100, 100).is_err(),
+            "cursor did not advance"
+        );
         assert!(check_page(100, 100, 100, 50).is_err(), "cursor went back");
         assert!(check_page(0, 100, 10, 20).is_err(), "cursor skips entries");
-        assert!(check_page(0, 100, 10, 5).is_ok(), "overlap is allowed, deduplicated later");
+        assert!(
+            check_page(0, 100, 10, 5).is_ok(),
+            "overlap is allowed, deduplicated later"
+        );
     }
 
     #[test]
