@@ -1,0 +1,351 @@
+//! Test harness: the simulator on a loopback port, configurations written
+//! to real files, real SQLite stores, and webhook receivers that are real
+//! HTTP servers with programmable answers.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use bansync::config::{self, Environment, Settings};
+use bansync::metrics::Metrics;
+use bansync::sim::{self, ListKind, Shared};
+use bansync::store::{EmitConfig, Notice, Store};
+use bansync::sync::Syncer;
+use bansync::tencent::{RetryPolicy, TencentClient};
+use tokio::sync::mpsc;
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+pub fn now() -> i64 {
+    bansync::store::now_ms() / 1000
+}
+
+/// Compressed vendor retries so failure tests run in milliseconds.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy { max_retries: 3, max_backoffs: 4, base_delay: Duration::from_millis(5), max_delay: Duration::from_millis(50) }
+}
+
+pub struct Sim {
+    pub addr: SocketAddr,
+    pub state: Shared,
+}
+
+impl Sim {
+    pub async fn start(rate_limit: u32) -> Sim {
+        let state = sim::new_state(sim::DEMO_SDKAPPID, sim::DEMO_IDENTIFIER, sim::DEMO_KEY, rate_limit);
+        let addr = sim::spawn(state.clone()).await.unwrap();
+        Sim { addr, state }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set(&self, kind: ListKind, id: &str, entries: &[(&str, i64)]) {
+        let mut s = self.state.lock().unwrap();
+        let list = s.lists(kind).entry(id.to_string()).or_default();
+        list.entries = entries.iter().map(|(a, v)| (a.to_string(), *v)).collect();
+    }
+
+    pub fn fill(&self, kind: ListKind, id: &str, n: usize, value: i64) {
+        let mut s = self.state.lock().unwrap();
+        let list = s.lists(kind).entry(id.to_string()).or_default();
+        list.entries = (0..n).map(|i| (format!("u{i:05}"), value)).collect();
+    }
+
+    pub fn upsert(&self, kind: ListKind, id: &str, account: &str, value: i64) {
+        let mut s = self.state.lock().unwrap();
+        s.lists(kind).entry(id.to_string()).or_default().upsert(account, value);
+    }
+
+    pub fn remove(&self, kind: ListKind, id: &str, account: &str) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(l) = s.lists(kind).get_mut(id) {
+            l.remove(account);
+        }
+    }
+
+    pub fn destroy(&self, kind: ListKind, id: &str) {
+        self.state.lock().unwrap().lists(kind).remove(id);
+    }
+
+    pub fn entries(&self, kind: ListKind, id: &str) -> Vec<(String, i64)> {
+        let mut s = self.state.lock().unwrap();
+        s.lists(kind).get(id).map(|l| l.entries.clone()).unwrap_or_default()
+    }
+
+    pub fn fault(&self, f: sim::Fault) {
+        self.state.lock().unwrap().faults.push((f, 0));
+    }
+
+    pub fn clear_faults(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.faults.clear();
+        s.mutations.clear();
+    }
+
+    pub fn mutate(&self, m: sim::Mutation) {
+        self.state.lock().unwrap().mutations.push(m);
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::to_value(&self.state.lock().unwrap().stats).unwrap()
+    }
+
+    pub fn calls(&self, api: &str) -> u64 {
+        self.stats()[api]["calls"].as_u64().unwrap_or(0)
+    }
+
+    pub fn rate_limited(&self) -> u64 {
+        let s = self.stats();
+        s.as_object().unwrap().values().map(|v| v["rate_limited"].as_u64().unwrap_or(0)).sum()
+    }
+}
+
+/// A configuration file for `sim`, with `extra` TOML appended.
+pub fn write_config(dir: &Path, sim: &Sim, sources: &str, extra: &str) -> PathBuf {
+    let path = dir.join("bansync.toml");
+    let text = format!(
+        r#"
+[tencent]
+sdkappid = {app}
+identifier = "{admin}"
+secret_key = "{key}"
+base_url = "{base}"
+
+[store]
+path = "{store}"
+
+{sources}
+
+{extra}
+"#,
+        app = sim::DEMO_SDKAPPID,
+        admin = sim::DEMO_IDENTIFIER,
+        key = sim::DEMO_KEY,
+        base = sim.base_url(),
+        store = dir.join("bansync.db").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn load(path: &Path) -> Settings {
+    config::load_with(path, &Environment::default()).unwrap()
+}
+
+pub fn webhook_toml(name: &str, url: &str, extra: &str) -> String {
+    format!("[[webhook]]\nname = \"{name}\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n{extra}\n")
+}
+
+/// An engine driven directly by the test: walks happen when the test says.
+pub struct Engine {
+    pub settings: Settings,
+    pub store: Store,
+    pub syncer: Syncer,
+    pub client: Arc<TencentClient>,
+    pub metrics: Arc<Metrics>,
+    pub notices: mpsc::UnboundedReceiver<Notice>,
+}
+
+impl Engine {
+    pub fn open(settings: Settings) -> Engine {
+        let metrics = Arc::new(Metrics::new());
+        let (tx, notices) = mpsc::unbounded_channel();
+        let emit = EmitConfig {
+            app: settings.tencent.sdkappid,
+            webhooks: settings.webhooks.clone(),
+            propagate: settings.propagate.clone(),
+        };
+        let store = Store::open(&settings.store_path, emit, Some(tx)).unwrap();
+        let client = Arc::new(TencentClient::with_retry(settings.tencent.clone(), metrics.clone(), fast_retry()));
+        let syncer = Syncer::new(client.clone(), store.clone(), metrics.clone(), &settings.sync);
+        Engine { settings, store, syncer, client, metrics, notices }
+    }
+
+    pub async fn walk(&self, spec: &str) -> bansync::sync::SourceResult {
+        let spec: bansync::source::SourceSpec = spec.parse().unwrap();
+        self.syncer.sync_source(&spec, false, &mut |_| {}).await.unwrap()
+    }
+
+    /// (type, account) of every event of a source, in seq order.
+    pub fn events(&self, source: &str) -> Vec<(String, String)> {
+        events_of(&self.settings.store_path, source).into_iter().map(|e| (e.1, e.2)).collect()
+    }
+}
+
+/// (seq, type, account, body) of a source's events from the store file.
+pub fn events_of(db: &Path, source: &str) -> Vec<(i64, String, String, serde_json::Value)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT e.seq, e.type, COALESCE(e.account, ''), e.body FROM events e JOIN sources s ON s.id = e.source_id
+             WHERE s.spec = ?1 ORDER BY e.seq",
+        )
+        .unwrap();
+    stmt.query_map([source], |r| {
+        let body: String = r.get(3)?;
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, serde_json::from_str(&body).unwrap()))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+pub fn ev(t: &str, a: &str) -> (String, String) {
+    (t.to_string(), a.to_string())
+}
+
+// ---- webhook receiver ----
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub id: String,
+    pub timestamp: String,
+    pub signature: String,
+    pub body: serde_json::Value,
+    pub raw: Vec<u8>,
+    pub user_agent: String,
+    pub content_type: String,
+}
+
+/// How the receiver answers, in order; the last answer repeats.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Status(u16),
+    StatusRetryAfter(u16, u64),
+    Delay(Duration),
+    Redirect,
+}
+
+#[derive(Clone, Default)]
+pub struct ReceiverState {
+    pub log: Arc<Mutex<Vec<Received>>>,
+    pub answers: Arc<Mutex<Vec<Answer>>>,
+    /// Every request, answered well or not.
+    pub hits: Arc<Mutex<Vec<String>>>,
+}
+
+async fn receive(State(st): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    st.hits.lock().unwrap().push(h("webhook-id"));
+    let answer = {
+        let mut a = st.answers.lock().unwrap();
+        if a.len() > 1 { a.remove(0) } else { a.first().cloned().unwrap_or(Answer::Status(200)) }
+    };
+    let status = match answer {
+        Answer::Status(s) => s,
+        Answer::StatusRetryAfter(s, secs) => {
+            return (StatusCode::from_u16(s).unwrap(), [("retry-after", secs.to_string())], "later").into_response();
+        }
+        Answer::Delay(d) => {
+            tokio::time::sleep(d).await;
+            200
+        }
+        Answer::Redirect => {
+            return (StatusCode::FOUND, [("location", "http://127.0.0.1:9/elsewhere")], "").into_response();
+        }
+    };
+    if (200..300).contains(&status) {
+        st.log.lock().unwrap().push(Received {
+            id: h("webhook-id"),
+            timestamp: h("webhook-timestamp"),
+            signature: h("webhook-signature"),
+            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            raw: body.to_vec(),
+            user_agent: h("user-agent"),
+            content_type: h("content-type"),
+        });
+    }
+    StatusCode::from_u16(status).unwrap().into_response()
+}
+
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub state: ReceiverState,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut r = Receiver { addr, state: ReceiverState::default(), task: None };
+        r.serve(listener);
+        r
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(self.state.clone());
+        self.task = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn answer(&self, answers: Vec<Answer>) {
+        *self.state.answers.lock().unwrap() = answers;
+    }
+
+    /// Stops listening: connections are refused until `resume`.
+    pub async fn refuse(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    pub async fn resume(&mut self) {
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) if tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot rebind {}: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` deliveries have arrived (or panics after `within`).
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("expected {n} deliveries within {within:?}, got {}", got.len());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Polls `f` until it returns true (or panics after `within`).
+pub async fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !f() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
