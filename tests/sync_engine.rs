@@ -25,7 +25,11 @@ async fn every_ban_and_block_row_of_the_event_table() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path(), &sim, "");
     let t = now();
-    sim.set(ListKind::Room, "r", &[("keep", t + 3600), ("lift", t + 3600), ("extend", t + 3600)]);
+    sim.set(
+        ListKind::Room,
+        "r",
+        &[("keep", t + 3600), ("lift", t + 3600), ("extend", t + 3600)],
+    );
     sim.set(ListKind::User, "alice", &[("bob", 100), ("carol", 200)]);
     // Baseline: the first walk records and emits nothing.
     e.walk("room:r").await;
@@ -41,8 +45,15 @@ async fn every_ban_and_block_row_of_the_event_table() {
     sim.remove(ListKind::User, "alice", "carol");
     e.walk("room:r").await;
     e.walk("blocklist:alice").await;
-    assert_eq!(e.events("room:r"), [ev("ban.updated", "extend"), ev("ban.added", "new")], "no lift on one walk");
-    assert_eq!(e.events("blocklist:alice"), [ev("block.updated", "bob"), ev("block.added", "dave")]);
+    assert_eq!(
+        e.events("room:r"),
+        [ev("ban.updated", "extend"), ev("ban.added", "new")],
+        "no lift on one walk"
+    );
+    assert_eq!(
+        e.events("blocklist:alice"),
+        [ev("block.updated", "bob"), ev("block.added", "dave")]
+    );
     // The second complete walk confirms the absences.
     e.walk("room:r").await;
     e.walk("blocklist:alice").await;
@@ -78,12 +89,23 @@ async fn source_unavailable_then_restored_keeps_entries() {
     let r = e.walk("group:g").await;
     assert!(!r.failed(), "a gone source is a state, not a failure");
     e.walk("group:g").await;
-    assert_eq!(e.events("group:g"), [ev("source.unavailable", "")], "once, and nothing lifted");
+    assert_eq!(
+        e.events("group:g"),
+        [ev("source.unavailable", "")],
+        "once, and nothing lifted"
+    );
     let body = &events_of(&e.settings.store_path, "group:g")[0].3;
     assert_eq!(body["data"]["error_code"], 10010);
     sim.set(ListKind::Group, "g", &[("a", t + 3600), ("b", t + 3600)]);
     e.walk("group:g").await;
-    assert_eq!(e.events("group:g"), [ev("source.unavailable", ""), ev("source.restored", ""), ev("ban.added", "b")]);
+    assert_eq!(
+        e.events("group:g"),
+        [
+            ev("source.unavailable", ""),
+            ev("source.restored", ""),
+            ev("ban.added", "b")
+        ]
+    );
 }
 
 #[tokio::test]
@@ -93,7 +115,10 @@ async fn initial_emit_announces_what_is_already_there() {
     let e = engine(dir.path(), &sim, "[sync]\ninitial = \"emit\"");
     sim.set(ListKind::User, "alice", &[("bob", 1), ("carol", 2)]);
     e.walk("blocklist:alice").await;
-    assert_eq!(e.events("blocklist:alice"), [ev("block.added", "bob"), ev("block.added", "carol")]);
+    assert_eq!(
+        e.events("blocklist:alice"),
+        [ev("block.added", "bob"), ev("block.added", "carol")]
+    );
 }
 
 #[tokio::test]
@@ -105,14 +130,22 @@ async fn a_failed_walk_changes_nothing() {
     sim.fill(ListKind::Room, "r", 250, t + 3600);
     e.walk("room:r").await;
     sim.set(ListKind::Room, "r", &[("only", t + 3600)]);
-    sim.fault(bansync::sim::Fault { error_code: Some(100002), count: Some(0), ..Default::default() });
+    sim.fault(bansync::sim::Fault {
+        error_code: Some(100002),
+        count: Some(0),
+        ..Default::default()
+    });
     for _ in 0..3 {
         assert!(e.walk("room:r").await.failed());
     }
     assert!(e.events("room:r").is_empty());
     sim.clear_faults();
     e.walk("room:r").await;
-    assert_eq!(e.events("room:r"), [ev("ban.added", "only")], "the failures counted as no walk at all");
+    assert_eq!(
+        e.events("room:r"),
+        [ev("ban.added", "only")],
+        "the failures counted as no walk at all"
+    );
 }
 
 #[tokio::test]
@@ -125,7 +158,10 @@ async fn expiry_fires_on_time_without_a_walk_and_once_only() {
     e.walk("room:r").await;
     sim.upsert(ListKind::Room, "r", "brief", end);
     e.walk("room:r").await;
-    let timer = ExpiryTimer { store: e.store.clone(), metrics: e.metrics.clone() };
+    let timer = ExpiryTimer {
+        store: e.store.clone(),
+        metrics: e.metrics.clone(),
+    };
     let (wake_tx, wake) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     // Route the writer's notices the way the daemon does.
@@ -139,12 +175,23 @@ async fn expiry_fires_on_time_without_a_walk_and_once_only() {
     });
     let task = tokio::spawn(timer.run(wake, stop));
     let db = e.settings.store_path.clone();
-    eventually(Duration::from_secs(6), "ban.expired", || events_of(&db, "room:r").len() == 2).await;
+    eventually(Duration::from_secs(6), "ban.expired", || {
+        events_of(&db, "room:r").len() == 2
+    })
+    .await;
     let detected = bansync::store::now_ms();
-    assert!(detected - end * 1000 <= 2000, "within 2 s of its end: {} ms late", detected - end * 1000);
+    assert!(
+        detected - end * 1000 <= 2000,
+        "within 2 s of its end: {} ms late",
+        detected - end * 1000
+    );
     let expired = &events_of(&db, "room:r")[1];
     assert_eq!(expired.1, "ban.expired");
-    assert_eq!(expired.3["timestamp"], bansync::event::rfc3339(end * 1000), "stamped when it took effect");
+    assert_eq!(
+        expired.3["timestamp"],
+        bansync::event::rfc3339(end * 1000),
+        "stamped when it took effect"
+    );
     // The vendor drops it; walks after that emit nothing more.
     e.walk("room:r").await;
     e.walk("room:r").await;
@@ -169,10 +216,26 @@ async fn bans_that_ended_while_down_are_reported_at_start_up() {
     } // the "daemon" stops
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let e = engine(dir.path(), &sim, "");
-    let n = ExpiryTimer { store: e.store.clone(), metrics: e.metrics.clone() }.try_execute().await.unwrap();
+    let n = ExpiryTimer {
+        store: e.store.clone(),
+        metrics: e.metrics.clone(),
+    }
+    .try_execute()
+    .await
+    .unwrap();
     assert_eq!(n, 1);
     assert_eq!(e.events("group:g")[2], ev("ban.expired", "x"));
-    assert_eq!(ExpiryTimer { store: e.store.clone(), metrics: e.metrics.clone() }.try_execute().await.unwrap(), 0, "once only");
+    assert_eq!(
+        ExpiryTimer {
+            store: e.store.clone(),
+            metrics: e.metrics.clone()
+        }
+        .try_execute()
+        .await
+        .unwrap(),
+        0,
+        "once only"
+    );
 }
 
 #[tokio::test]
@@ -184,7 +247,11 @@ async fn dry_run_stores_nothing() {
     e.walk("room:r").await;
     sim.upsert(ListKind::Room, "r", "a", now() + 60);
     let spec = "room:r".parse().unwrap();
-    let r = e.syncer.sync_source(&spec, true, &mut |_| {}).await.unwrap();
+    let r = e
+        .syncer
+        .sync_source(&spec, true, &mut |_| {})
+        .await
+        .unwrap();
     assert_eq!(r.report.changes.len(), 1, "the dry run finds the change");
     assert!(e.events("room:r").is_empty(), "and stores nothing");
     e.walk("room:r").await;
@@ -199,12 +266,20 @@ async fn lists_changing_mid_walk_never_cause_a_false_lift() {
     use rand::{Rng, SeedableRng};
     let sim = Sim::start(1_000_000).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &sim, "[sources]\nrooms = [\"r\"]\ngroups = [\"g\"]", "[sync]\npage_size = 10");
+    let path = write_config(
+        dir.path(),
+        &sim,
+        "[sources]\nrooms = [\"r\"]\ngroups = [\"g\"]",
+        "[sync]\npage_size = 10",
+    );
     let e = Engine::open(load(&path));
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
     let t = now() + 86_400;
     let mut skipped_walks = 0;
-    for (kind, spec, id) in [(ListKind::Room, "room:r", "r"), (ListKind::Group, "group:g", "g")] {
+    for (kind, spec, id) in [
+        (ListKind::Room, "room:r", "r"),
+        (ListKind::Group, "group:g", "g"),
+    ] {
         sim.fill(kind, id, 60, t);
         e.walk(spec).await;
         for round in 0..60 {
@@ -221,7 +296,13 @@ async fn lists_changing_mid_walk_never_cause_a_false_lift() {
             let at = rng.gen_range(1..=((len - 1) / 10).min(4)) as u64 * 10;
             // Either lifted for real, or removed mid-walk and put back right
             // after the walk: a pure offset shift.
-            sim.mutate(Mutation { kind, id: id.into(), at_offset: at, remove: victims.clone(), add: vec![] });
+            sim.mutate(Mutation {
+                kind,
+                id: id.into(),
+                at_offset: at,
+                remove: victims.clone(),
+                add: vec![],
+            });
             let r = e.walk(spec).await;
             assert!(!r.failed(), "round {round}");
             if !lifted_for_real {
@@ -238,22 +319,36 @@ async fn lists_changing_mid_walk_never_cause_a_false_lift() {
         sim.clear_faults();
         e.walk(spec).await;
         e.walk(spec).await;
-        let held: std::collections::HashSet<String> = sim.entries(kind, id).into_iter().map(|(a, _)| a).collect();
-        let truly_lifted: Vec<String> = (0..60).map(|i| format!("u{i:05}")).filter(|a| !held.contains(a)).collect();
+        let held: std::collections::HashSet<String> =
+            sim.entries(kind, id).into_iter().map(|(a, _)| a).collect();
+        let truly_lifted: Vec<String> = (0..60)
+            .map(|i| format!("u{i:05}"))
+            .filter(|a| !held.contains(a))
+            .collect();
         for (t, a) in e.events(spec) {
             if t == "ban.lifted" {
-                assert!(!held.contains(&a), "{spec}: {a} reported lifted while still banned");
+                assert!(
+                    !held.contains(&a),
+                    "{spec}: {a} reported lifted while still banned"
+                );
                 assert!(truly_lifted.contains(&a), "{spec}: {a} was never lifted");
             }
         }
         // Every real lift was reported, once the absence was confirmed.
-        let lifted: Vec<String> =
-            e.events(spec).into_iter().filter(|(t, _)| t == "ban.lifted").map(|(_, a)| a).collect();
+        let lifted: Vec<String> = e
+            .events(spec)
+            .into_iter()
+            .filter(|(t, _)| t == "ban.lifted")
+            .map(|(_, a)| a)
+            .collect();
         let mut expected = truly_lifted.clone();
         let mut got = lifted.clone();
         expected.sort();
         got.sort();
         assert_eq!(got, expected, "{spec}: exactly the real lifts, each once");
     }
-    assert!(skipped_walks > 10, "the test must actually shift offsets ({skipped_walks} walks saw a skip)");
+    assert!(
+        skipped_walks > 10,
+        "the test must actually shift offsets ({skipped_walks} walks saw a skip)"
+    );
 }

@@ -172,6 +172,7 @@ fn faults_name_their_key() {
         (format!("{GOOD}\n[sync]\npage_size = 500\n"), "sync.page_size"),
         (format!("{GOOD}\n[sync]\npage_size = 0\n"), "sync.page_size"),
         (format!("{GOOD}\n[sync]\ninterval = \"5 minutes\"\n"), "sync.interval"),
+        (format!("{GOOD}\n[sync]\ninterval = \"1500ms\"\n"), "sync.interval"),
         (format!("{GOOD}\n[sync]\ninterval = \"5m\"\ncron = \"0 */5 * * * *\"\n"), "sync.cron"),
         (format!("{GOOD}\n[sync]\ncron = \"every five minutes\"\n"), "sync.cron"),
         (format!("{GOOD}\n[sync]\ninitial = \"all\"\n"), "sync.initial"),

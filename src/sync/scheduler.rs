@@ -247,12 +247,27 @@ impl Scheduler {
         self.sweep();
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut last_sweep = Instant::now();
         loop {
             self.start_walks();
             let next_timer = self.timers.peek().map(|Reverse((d, _))| *d);
+            // A safety net under the cron crate: an interval schedule that has
+            // not fired for two intervals is swept anyway, with a warning.
+            let overdue = match &self.plan.schedule {
+                Schedule::Interval(d) => Some(last_sweep + *d * 2 + Duration::from_secs(1)),
+                Schedule::Cron(_) => None,
+            };
             tokio::select! {
                 _ = stop.changed() => if *stop.borrow() { break },
-                Some(()) = self.ticks.recv() => self.sweep(),
+                Some(()) = self.ticks.recv() => {
+                    last_sweep = Instant::now();
+                    self.sweep();
+                }
+                _ = async { tokio::time::sleep_until(overdue.unwrap()).await }, if overdue.is_some() => {
+                    tracing::warn!("the schedule did not fire for two intervals; sweeping anyway");
+                    last_sweep = Instant::now();
+                    self.sweep();
+                }
                 Some(done) = self.walks.join_next(), if !self.walks.is_empty() => match done {
                     Ok((spec, r)) => self.on_walk_done(spec, r),
                     Err(e) => tracing::error!(error = %e, "a walk task panicked"),

@@ -28,7 +28,12 @@ pub fn now() -> i64 {
 
 /// Compressed vendor retries so failure tests run in milliseconds.
 pub fn fast_retry() -> RetryPolicy {
-    RetryPolicy { max_retries: 3, max_backoffs: 4, base_delay: Duration::from_millis(5), max_delay: Duration::from_millis(50) }
+    RetryPolicy {
+        max_retries: 3,
+        max_backoffs: 4,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(50),
+    }
 }
 
 pub struct Sim {
@@ -38,7 +43,12 @@ pub struct Sim {
 
 impl Sim {
     pub async fn start(rate_limit: u32) -> Sim {
-        let state = sim::new_state(sim::DEMO_SDKAPPID, sim::DEMO_IDENTIFIER, sim::DEMO_KEY, rate_limit);
+        let state = sim::new_state(
+            sim::DEMO_SDKAPPID,
+            sim::DEMO_IDENTIFIER,
+            sim::DEMO_KEY,
+            rate_limit,
+        );
         let addr = sim::spawn(state.clone()).await.unwrap();
         Sim { addr, state }
     }
@@ -61,7 +71,10 @@ impl Sim {
 
     pub fn upsert(&self, kind: ListKind, id: &str, account: &str, value: i64) {
         let mut s = self.state.lock().unwrap();
-        s.lists(kind).entry(id.to_string()).or_default().upsert(account, value);
+        s.lists(kind)
+            .entry(id.to_string())
+            .or_default()
+            .upsert(account, value);
     }
 
     pub fn remove(&self, kind: ListKind, id: &str, account: &str) {
@@ -77,7 +90,10 @@ impl Sim {
 
     pub fn entries(&self, kind: ListKind, id: &str) -> Vec<(String, i64)> {
         let mut s = self.state.lock().unwrap();
-        s.lists(kind).get(id).map(|l| l.entries.clone()).unwrap_or_default()
+        s.lists(kind)
+            .get(id)
+            .map(|l| l.entries.clone())
+            .unwrap_or_default()
     }
 
     pub fn fault(&self, f: sim::Fault) {
@@ -104,7 +120,11 @@ impl Sim {
 
     pub fn rate_limited(&self) -> u64 {
         let s = self.stats();
-        s.as_object().unwrap().values().map(|v| v["rate_limited"].as_u64().unwrap_or(0)).sum()
+        s.as_object()
+            .unwrap()
+            .values()
+            .map(|v| v["rate_limited"].as_u64().unwrap_or(0))
+            .sum()
     }
 }
 
@@ -164,19 +184,41 @@ impl Engine {
             propagate: settings.propagate.clone(),
         };
         let store = Store::open(&settings.store_path, emit, Some(tx)).unwrap();
-        let client = Arc::new(TencentClient::with_retry(settings.tencent.clone(), metrics.clone(), fast_retry()));
-        let syncer = Syncer::new(client.clone(), store.clone(), metrics.clone(), &settings.sync);
-        Engine { settings, store, syncer, client, metrics, notices }
+        let client = Arc::new(TencentClient::with_retry(
+            settings.tencent.clone(),
+            metrics.clone(),
+            fast_retry(),
+        ));
+        let syncer = Syncer::new(
+            client.clone(),
+            store.clone(),
+            metrics.clone(),
+            &settings.sync,
+        );
+        Engine {
+            settings,
+            store,
+            syncer,
+            client,
+            metrics,
+            notices,
+        }
     }
 
     pub async fn walk(&self, spec: &str) -> bansync::sync::SourceResult {
         let spec: bansync::source::SourceSpec = spec.parse().unwrap();
-        self.syncer.sync_source(&spec, false, &mut |_| {}).await.unwrap()
+        self.syncer
+            .sync_source(&spec, false, &mut |_| {})
+            .await
+            .unwrap()
     }
 
     /// (type, account) of every event of a source, in seq order.
     pub fn events(&self, source: &str) -> Vec<(String, String)> {
-        events_of(&self.settings.store_path, source).into_iter().map(|e| (e.1, e.2)).collect()
+        events_of(&self.settings.store_path, source)
+            .into_iter()
+            .map(|e| (e.1, e.2))
+            .collect()
     }
 }
 
@@ -191,7 +233,12 @@ pub fn events_of(db: &Path, source: &str) -> Vec<(i64, String, String, serde_jso
         .unwrap();
     stmt.query_map([source], |r| {
         let body: String = r.get(3)?;
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, serde_json::from_str(&body).unwrap()))
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            serde_json::from_str(&body).unwrap(),
+        ))
     })
     .unwrap()
     .map(Result::unwrap)
@@ -230,26 +277,57 @@ pub struct ReceiverState {
     pub answers: Arc<Mutex<Vec<Answer>>>,
     /// Every request, answered well or not.
     pub hits: Arc<Mutex<Vec<String>>>,
+    /// Requests whose body holds this text are answered 500.
+    pub fail_when: Arc<Mutex<Option<String>>>,
 }
 
-async fn receive(State(st): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> axum::response::Response {
-    let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+async fn receive(
+    State(st): State<ReceiverState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
     st.hits.lock().unwrap().push(h("webhook-id"));
+    if let Some(needle) = st.fail_when.lock().unwrap().clone()
+        && String::from_utf8_lossy(&body).contains(&needle)
+    {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     let answer = {
         let mut a = st.answers.lock().unwrap();
-        if a.len() > 1 { a.remove(0) } else { a.first().cloned().unwrap_or(Answer::Status(200)) }
+        if a.len() > 1 {
+            a.remove(0)
+        } else {
+            a.first().cloned().unwrap_or(Answer::Status(200))
+        }
     };
     let status = match answer {
         Answer::Status(s) => s,
         Answer::StatusRetryAfter(s, secs) => {
-            return (StatusCode::from_u16(s).unwrap(), [("retry-after", secs.to_string())], "later").into_response();
+            return (
+                StatusCode::from_u16(s).unwrap(),
+                [("retry-after", secs.to_string())],
+                "later",
+            )
+                .into_response();
         }
         Answer::Delay(d) => {
             tokio::time::sleep(d).await;
             200
         }
         Answer::Redirect => {
-            return (StatusCode::FOUND, [("location", "http://127.0.0.1:9/elsewhere")], "").into_response();
+            return (
+                StatusCode::FOUND,
+                [("location", "http://127.0.0.1:9/elsewhere")],
+                "",
+            )
+                .into_response();
         }
     };
     if (200..300).contains(&status) {
@@ -276,13 +354,19 @@ impl Receiver {
     pub async fn start() -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut r = Receiver { addr, state: ReceiverState::default(), task: None };
+        let mut r = Receiver {
+            addr,
+            state: ReceiverState::default(),
+            task: None,
+        };
         r.serve(listener);
         r
     }
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
-        let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(self.state.clone());
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(self.state.clone());
         self.task = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         }));
@@ -332,7 +416,10 @@ impl Receiver {
                 return got;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("expected {n} deliveries within {within:?}, got {}", got.len());
+                panic!(
+                    "expected {n} deliveries within {within:?}, got {}",
+                    got.len()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -348,4 +435,75 @@ pub async fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> boo
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+// ---- the whole daemon, in process ----
+
+pub struct Daemon {
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub reload: mpsc::UnboundedSender<Settings>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub http: SocketAddr,
+}
+
+pub async fn start_daemon(settings: Settings) -> Daemon {
+    if let Ok(level) = std::env::var("BANSYNC_TEST_LOG") {
+        bansync::logging::init(bansync::config::LogFormat::Text, &level);
+    }
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (reload, reload_rx) = mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap();
+    let control = bansync::DaemonControl {
+        stop: stop_rx,
+        reload: reload_rx,
+        on_ready: Box::new(|| {}),
+    };
+    let grace = bansync::Grace {
+        walks: Duration::from_secs(5),
+        deliveries: Duration::from_secs(5),
+    };
+    let task = tokio::spawn(bansync::run(
+        settings,
+        Some(listener),
+        control,
+        fast_retry(),
+        grace,
+    ));
+    Daemon {
+        stop,
+        reload,
+        task,
+        http,
+    }
+}
+
+impl Daemon {
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("daemon stops in time")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Verifies a Standard Webhooks signature header against the raw key.
+pub fn verify(r: &Received) -> bool {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(&SECRET[6..])
+        .unwrap();
+    let ts: i64 = r.timestamp.parse().unwrap();
+    let expected = bansync::delivery::sign::signature_header(&[key], &r.id, ts, &r.raw);
+    r.signature.split(' ').any(|s| s == expected)
+}
+
+/// A count from the store, or 0 while the daemon has not created it yet.
+pub fn count(db: &Path, sql: &str) -> i64 {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    rusqlite::Connection::open_with_flags(db, flags)
+        .and_then(|c| c.query_row(sql, [], |r| r.get::<_, i64>(0)))
+        .unwrap_or(0)
 }
