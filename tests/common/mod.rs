@@ -426,6 +426,28 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// Waits until `n` distinct webhook-ids have arrived (repeats allowed).
+    pub async fn wait_for_unique(&self, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.received();
+            let unique: std::collections::HashSet<&str> =
+                got.iter().map(|r| r.id.as_str()).collect();
+            if unique.len() >= n {
+                return got;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "expected {n} distinct deliveries within {within:?}, got {}",
+                    unique.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Polls `f` until it returns true (or panics after `within`).
 pub async fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
