@@ -46,6 +46,7 @@ pub fn queue_for_event(
         return Ok(());
     }
     let mut queued = false;
+    let now_s = now_ms / 1000;
     let targets: Vec<SourceSpec> = rules
         .iter()
         .filter(|r| r.from.contains(spec) && (action == "ban" || r.lift))
@@ -53,22 +54,26 @@ pub fn queue_for_event(
         .collect();
     for target in targets {
         let target_s = target.to_string();
+        let (mut act, mut until) = (action, event.value);
         if action == "ban" {
-            let until = event.value.unwrap_or(0);
-            if holds_at_least(ctx.conn, &target_s, account, until)? {
+            if holds_at_least(ctx.conn, &target_s, account, until.unwrap_or(0))? {
                 continue;
             }
         } else {
-            // Lift only what this origin's mirroring caused.
-            let caused: Option<String> = ctx
+            // Lift only what this origin's mirroring caused; where the mirror
+            // extended the target's own ban, give that ban back instead.
+            let caused: Option<(String, Option<i64>)> = ctx
                 .conn
-                .prepare_cached(
-                    "SELECT origin_source FROM mirrors WHERE target = ?1 AND account = ?2",
-                )?
-                .query_row(params![target_s, account], |r| r.get(0))
+                .prepare_cached("SELECT origin_source, prior_until FROM mirrors WHERE target = ?1 AND account = ?2")?
+                .query_row(params![target_s, account], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            if caused.as_deref() != Some(source.as_str()) {
-                continue;
+            match caused {
+                Some((origin, prior)) if origin == source => {
+                    if let Some(p) = prior.filter(|p| *p > now_s + 1) {
+                        (act, until) = ("restore", Some(p));
+                    }
+                }
+                _ => continue,
             }
         }
         ctx.conn
@@ -76,7 +81,7 @@ pub fn queue_for_event(
                 "INSERT INTO propagations (origin_event, origin_source_id, target, account, action, banned_until, next_attempt_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![event.rowid, source_id, target_s, account, action, event.value, now_ms])?;
+            .execute(params![event.rowid, source_id, target_s, account, act, until, now_ms])?;
         queued = true;
     }
     if queued {
@@ -186,7 +191,7 @@ impl Propagator {
         for ((target, action, until), jobs) in groups {
             let spec: SourceSpec = target.parse().map_err(StoreError::Invalid)?;
             let now_s = crate::store::now_ms() / 1000;
-            if action == "ban" && until.is_none_or(|u| u <= now_s) {
+            if action != "unban" && until.is_none_or(|u| u <= now_s) {
                 // The origin's ban ended before it could be mirrored.
                 let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
                 report.skipped += ids.len();
@@ -206,10 +211,14 @@ impl Propagator {
             for chunk in jobs.chunks(crate::tencent::api::MAX_ACCOUNTS_PER_BAN) {
                 let accounts: Vec<String> = chunk.iter().map(|j| j.account.clone()).collect();
                 report.requests += 1;
-                let outcome = if action == "ban" {
+                let outcome = if action != "unban" {
                     let until = until.unwrap_or(0);
                     let origin = self.origin_name(chunk[0].origin_source_id).await?;
-                    let reason = format!("bansync: mirrored from {origin}");
+                    let reason = if action == "restore" {
+                        format!("bansync: own ban restored after {origin} lifted its mirror")
+                    } else {
+                        format!("bansync: mirrored from {origin}")
+                    };
                     walk::ban(
                         &self.client,
                         &spec,
@@ -343,12 +352,22 @@ fn record(
             None => {
                 ctx.conn.execute("UPDATE propagations SET state = 1, attempts = attempts + 1, done_ms = ?2 WHERE id = ?1", params![j.id, now])?;
                 if j.action == "ban" {
+                    // The target's own running ban, if it had one before any mirror.
+                    let prior: Option<i64> = ctx
+                        .conn
+                        .query_row(
+                            "SELECT e.value FROM entries e JOIN sources s ON s.id = e.source_id
+                             WHERE s.spec = ?1 AND e.account = ?2 AND e.state != 2 AND e.value > ?3",
+                            params![j.target, j.account, now / 1000],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
                     ctx.conn.execute(
-                        "INSERT INTO mirrors (target, account, banned_until, origin_source, origin_event, applied_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                        "INSERT INTO mirrors (target, account, banned_until, origin_source, origin_event, applied_ms, prior_until)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                          ON CONFLICT (target, account) DO UPDATE SET banned_until = excluded.banned_until,
                          origin_source = excluded.origin_source, origin_event = excluded.origin_event, applied_ms = excluded.applied_ms",
-                        params![j.target, j.account, j.banned_until, origin, j.origin_event, now],
+                        params![j.target, j.account, j.banned_until, origin, j.origin_event, now, prior],
                     )?;
                 } else {
                     ctx.conn.execute(

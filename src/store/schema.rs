@@ -78,7 +78,7 @@ pub const MIGRATIONS: &[&str] = &[
         origin_source_id INTEGER NOT NULL,
         target TEXT NOT NULL,
         account TEXT NOT NULL,
-        -- ban | unban
+        -- ban | unban | restore (the target's own, shorter ban)
         action TEXT NOT NULL,
         banned_until INTEGER,
         -- 0 queued, 1 applied, 2 failed, 3 skipped
@@ -98,6 +98,9 @@ pub const MIGRATIONS: &[&str] = &[
         origin_source TEXT NOT NULL,
         origin_event INTEGER NOT NULL,
         applied_ms INTEGER NOT NULL,
+        -- the target's own ban end before the mirror extended it, if any:
+        -- lifting the mirror restores it instead of unbanning
+        prior_until INTEGER,
         PRIMARY KEY (target, account)
     ) WITHOUT ROWID;
     "#,
