@@ -18,7 +18,7 @@
 //! owed) nor counted.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -601,9 +601,4 @@ pub fn route_notices(
             }
         }
     })
-}
-
-/// Names of webhooks seen in a set, for tests and status.
-pub fn names(hooks: &[WebhookSettings]) -> HashSet<String> {
-    hooks.iter().map(|h| h.name.clone()).collect()
 }

@@ -517,12 +517,12 @@ struct Target {
 }
 
 impl Target {
-    fn list(&self) -> Result<(ListKind, String), Response> {
+    fn list(&self) -> Result<(ListKind, String), Box<Response>> {
         match (&self.group, &self.room, &self.user) {
             (Some(g), None, None) => Ok((ListKind::Group, g.clone())),
             (None, Some(r), None) => Ok((ListKind::Room, r.clone())),
             (None, None, Some(u)) => Ok((ListKind::User, u.clone())),
-            _ => Err(bad("name exactly one of group, room, user")),
+            _ => Err(Box::new(bad("name exactly one of group, room, user"))),
         }
     }
 
@@ -546,7 +546,7 @@ fn ok(v: Value) -> Response {
 async fn ctl_ban(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
     let (kind, id) = match t.list() {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let until = match (t.until, t.duration) {
         (Some(u), None) => u,
@@ -564,7 +564,7 @@ async fn ctl_ban(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) ->
 async fn ctl_unban(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
     let (kind, id) = match t.list() {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut s = st.lock().unwrap();
     let mut n = 0;
@@ -599,7 +599,7 @@ async fn ctl_create(State(st): State<Shared>, axum::Json(t): axum::Json<Target>)
             st.lock().unwrap().lists(kind).entry(id).or_default();
             ok(json!({}))
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -609,7 +609,7 @@ async fn ctl_destroy(State(st): State<Shared>, axum::Json(t): axum::Json<Target>
             let existed = st.lock().unwrap().lists(kind).remove(&id).is_some();
             ok(json!({"existed": existed}))
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

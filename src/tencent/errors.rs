@@ -51,7 +51,7 @@ pub fn classify(code: i64) -> ErrorClass {
         70050 => BackOff,
         70169 | 70500 => Retry,
         10002 => Retry,
-        10003 | 10004 | 10005 => Bug,
+        10003..=10005 => Bug,
         10006 => BackOff,
         10007 => SourceRefused,
         10010 => SourceGone,
