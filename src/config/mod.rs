@@ -414,11 +414,17 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
                 .map_err(|e| ConfigError(format!("sync.cron: `{c}`: {e}")))?;
             Schedule::Cron(c.to_string())
         }
-        (i, None) => Schedule::Interval(nonzero_duration(
-            "sync.interval",
-            i,
-            Duration::from_secs(300),
-        )?),
+        (i, None) => {
+            let d = nonzero_duration("sync.interval", i, Duration::from_secs(300))?;
+            // The scheduler counts in whole seconds.
+            if d < Duration::from_secs(1) || d.subsec_millis() != 0 {
+                return err(format!(
+                    "sync.interval: `{}` must be a whole number of seconds, at least 1s",
+                    i.unwrap_or_default()
+                ));
+            }
+            Schedule::Interval(d)
+        }
     };
     let page_size = s.page_size.unwrap_or(100);
     if !(1..=100).contains(&page_size) {

@@ -205,6 +205,15 @@ fn digest_is_order_independent_and_sensitive() {
         digest(&[Entry::new("x", 1), Entry::new("y", 3)])
     );
     assert_ne!(digest(&a), digest(&a[..1]));
+    // Accounts that differ only past the first 8 bytes, or by a swapped value.
+    assert_ne!(
+        digest(&[Entry::new("user-000000001", 5)]),
+        digest(&[Entry::new("user-000000002", 5)])
+    );
+    assert_ne!(
+        digest(&[Entry::new("a", 1), Entry::new("b", 2)]),
+        digest(&[Entry::new("a", 2), Entry::new("b", 1)])
+    );
 }
 
 /// What a consumer believes from the events: the running bans/blocks.

@@ -622,6 +622,14 @@ struct SeedSpec {
     /// Seconds from now that seeded bans end (default a day).
     #[serde(default)]
     ttl: Option<i64>,
+    /// First account number (`u{offset}`..): re-seeding with an offset
+    /// changes that many entries of every list.
+    #[serde(default)]
+    offset: usize,
+    /// The value every seeded entry gets (Unix seconds), so re-seeding
+    /// changes only the entries it adds or drops.
+    #[serde(default)]
+    value: Option<i64>,
 }
 
 async fn ctl_seed(
@@ -632,13 +640,15 @@ async fn ctl_seed(
     let mut s = st.lock().unwrap();
     let mut lists = 0;
     for spec in specs {
-        let value = if spec.kind == ListKind::User {
+        let value = if let Some(v) = spec.value {
+            v
+        } else if spec.kind == ListKind::User {
             now - 3600
         } else {
             now + spec.ttl.unwrap_or(86_400)
         };
         for i in 0..spec.count {
-            let entries = (0..spec.entries)
+            let entries = (spec.offset..spec.offset + spec.entries)
                 .map(|j| (format!("u{j}"), value))
                 .collect();
             s.lists(spec.kind)

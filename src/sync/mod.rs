@@ -4,7 +4,8 @@
 pub mod expiry;
 pub mod scheduler;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::config::{Initial, SyncSettings};
@@ -31,6 +32,42 @@ impl SourceResult {
     }
 }
 
+/// Orders sources so that consecutive ones use different APIs: each kind
+/// has its own rate limit, so a sweep keeps all three busy at once instead
+/// of exhausting one kind before starting the next.
+pub fn interleave_by_kind(sources: &[SourceSpec]) -> Vec<SourceSpec> {
+    let mut by_kind: Vec<std::collections::VecDeque<&SourceSpec>> = crate::source::SourceKind::ALL
+        .iter()
+        .map(|k| sources.iter().filter(|s| s.kind == *k).collect())
+        .collect();
+    let mut out = Vec::with_capacity(sources.len());
+    while out.len() < sources.len() {
+        for q in by_kind.iter_mut() {
+            if let Some(s) = q.pop_front() {
+                out.push(s.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A source's unchanged walk at a time (Unix ms), not yet written.
+type Touch = (SourceSpec, i64);
+
+/// Walks whose list is the same as the last committed walk's need no
+/// transaction: their digests are remembered here (only after a commit),
+/// and their walk times are written in batches.
+#[derive(Default)]
+struct Unchanged {
+    digests: Mutex<HashMap<SourceSpec, [u8; 24]>>,
+    /// Walk times not yet written, and when the oldest was taken.
+    touched: Mutex<(Vec<Touch>, Option<Instant>)>,
+}
+
+/// Walk times wait at most this long, or this many, before being written.
+const TOUCH_FLUSH_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+const TOUCH_FLUSH_LEN: usize = 1024;
+
 /// Walks sources and applies the result: shared by the daemon and `sync`.
 #[derive(Clone)]
 pub struct Syncer {
@@ -40,6 +77,7 @@ pub struct Syncer {
     pub page_size: u32,
     pub blocklist_page_size: u32,
     pub initial: Initial,
+    unchanged: Arc<Unchanged>,
 }
 
 impl Syncer {
@@ -56,6 +94,45 @@ impl Syncer {
             page_size: sync.page_size,
             blocklist_page_size: sync.blocklist_page_size,
             initial: sync.initial,
+            unchanged: Arc::default(),
+        }
+    }
+
+    /// Writes the walk times of unchanged walks not yet stored.
+    pub async fn flush_touches(&self) -> Result<(), StoreError> {
+        let batch = {
+            let mut t = self.unchanged.touched.lock().unwrap();
+            t.1 = None;
+            std::mem::take(&mut t.0)
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .write(move |ctx| {
+                let mut stmt = ctx.conn.prepare_cached(
+                    "UPDATE sources SET last_complete_walk_at = ?2, last_attempt_at = ?2, walks = walks + 1,
+                     last_error = NULL, consecutive_failures = 0 WHERE spec = ?1",
+                )?;
+                for (spec, at) in &batch {
+                    stmt.execute(rusqlite::params![spec.to_string(), at])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn touch(&self, spec: &SourceSpec, at: i64) -> Result<(), StoreError> {
+        let due = {
+            let mut t = self.unchanged.touched.lock().unwrap();
+            t.0.push((spec.clone(), at));
+            let oldest = *t.1.get_or_insert_with(Instant::now);
+            t.0.len() >= TOUCH_FLUSH_LEN || oldest.elapsed() >= TOUCH_FLUSH_AGE
+        };
+        if due {
+            self.flush_touches().await
+        } else {
+            Ok(())
         }
     }
 
@@ -76,9 +153,33 @@ impl Syncer {
             progress,
         )
         .await;
+        // Fast path: the same list as the last committed walk, with no
+        // absence awaiting confirmation, changes nothing but the walk time.
+        let mut computed = None;
+        if let Ok(entries) = &walked {
+            let digest = diff::digest(entries);
+            computed = Some(digest);
+            let known = self.unchanged.digests.lock().unwrap().get(spec) == Some(&digest);
+            if known && !dry_run {
+                self.touch(spec, now_ms()).await?;
+                let report = WalkReport {
+                    unchanged: true,
+                    entries: entries.len() as i64,
+                    ..Default::default()
+                };
+                let result = SourceResult {
+                    spec: spec.clone(),
+                    report,
+                    error: None,
+                    took: started.elapsed(),
+                };
+                self.log(&result, dry_run);
+                return Ok(result);
+            }
+        }
         let (outcome, error) = match walked {
             Ok(entries) => {
-                let digest = diff::digest(&entries);
+                let digest = computed.expect("computed above for every complete walk");
                 (WalkOutcome::Complete { entries, digest }, None)
             }
             Err(e @ WalkError::Gone { .. }) => {
@@ -106,6 +207,17 @@ impl Syncer {
         } else {
             self.store.write(apply).await?
         };
+        if !dry_run {
+            // Remember the committed digest only when the next identical walk
+            // is known to change nothing: no absence awaits confirmation.
+            let mut known = self.unchanged.digests.lock().unwrap();
+            match computed {
+                Some(d) if error.is_none() && report.pending_absent == 0 => {
+                    known.insert(spec.clone(), d)
+                }
+                _ => known.remove(spec),
+            };
+        }
         let took = started.elapsed();
         let result = SourceResult {
             spec: spec.clone(),

@@ -130,12 +130,9 @@ impl Scheduler {
             .map(|Reverse((_, s))| s)
             .filter(|s| self.failures.contains_key(*s))
             .collect();
-        let due: Vec<SourceSpec> = self
-            .plan
-            .sources
-            .iter()
+        let due: Vec<SourceSpec> = super::interleave_by_kind(&self.plan.sources)
+            .into_iter()
             .filter(|s| !backed_off.contains(s))
-            .cloned()
             .collect();
         for s in due {
             self.enqueue(s);
@@ -248,6 +245,7 @@ impl Scheduler {
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut last_sweep = Instant::now();
+        let mut flush = tokio::time::interval(Duration::from_secs(1));
         loop {
             self.start_walks();
             let next_timer = self.timers.peek().map(|Reverse((d, _))| *d);
@@ -276,6 +274,14 @@ impl Scheduler {
                 Some(plan) = plans.recv() => if let Err(e) = self.reload(plan).await {
                     tracing::error!(error = %e, "cannot apply the new schedule; keeping the old one");
                 },
+                _ = flush.tick() => {
+                    let syncer = self.plan.syncer.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = syncer.flush_touches().await {
+                            tracing::error!(error = %e, "cannot store walk times");
+                        }
+                    });
+                }
                 _ = dog.tick() => if watchdog.is_some() {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 },
@@ -284,6 +290,7 @@ impl Scheduler {
         if let Some(mut c) = self.cron.take() {
             let _ = c.shutdown().await;
         }
+        let syncer = self.plan.syncer.clone();
         let deadline = Instant::now() + grace;
         if !self.walks.is_empty() {
             tracing::info!(
@@ -301,6 +308,9 @@ impl Scheduler {
                     break;
                 }
             }
+        }
+        if let Err(e) = syncer.flush_touches().await {
+            tracing::error!(error = %e, "cannot store walk times");
         }
         Ok(())
     }

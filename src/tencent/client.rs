@@ -49,8 +49,10 @@ impl RetryPolicy {
     }
 }
 
+/// The signed part of every request's query string, rebuilt only when the
+/// sig is renewed (percent-encoding it per request is measurable CPU).
 struct CachedSig {
-    sig: String,
+    query: String,
     renew_at: Instant,
 }
 
@@ -111,14 +113,16 @@ impl TencentClient {
         &self.pacers[api.index()]
     }
 
-    /// The UserSig in use, renewed once half its lifetime has passed so a
-    /// long walk never runs into its expiry.
-    fn current_sig(&self) -> String {
+    /// The signed part of the query string (sdkappid, identifier, usersig),
+    /// rebuilt when the sig is renewed: once half its lifetime has passed,
+    /// so a long walk never runs into its expiry. Encoding it once instead of
+    /// per request is measurable CPU at 600 requests/s.
+    fn signed_query(&self) -> String {
         let mut slot = self.sig.lock().unwrap();
         if let Some(c) = slot.as_ref()
             && Instant::now() < c.renew_at
         {
-            return c.sig.clone();
+            return c.query.clone();
         }
         let t = &self.settings;
         let ttl = t.usersig_ttl.as_secs();
@@ -130,11 +134,22 @@ impl TencentClient {
             unix_now(),
             None,
         );
+        let sdkappid = t.sdkappid.to_string();
+        let params = [
+            ("sdkappid", sdkappid.as_str()),
+            ("identifier", t.identifier.as_str()),
+            ("usersig", sig.as_str()),
+        ];
+        let query = reqwest::Url::parse_with_params("http://query.invalid/", params)
+            .expect("a static URL parses")
+            .query()
+            .unwrap_or_default()
+            .to_string();
         *slot = Some(CachedSig {
-            sig: sig.clone(),
+            query: query.clone(),
             renew_at: Instant::now() + t.usersig_ttl / 2,
         });
-        sig
+        query
     }
 
     fn invalidate_sig(&self) {
@@ -207,15 +222,11 @@ impl TencentClient {
         let t = &self.settings;
         let base = &t.base_urls[self.preferred_base.load(Ordering::Relaxed) % t.base_urls.len()];
         let random: u32 = rand::thread_rng().r#gen();
-        let mut url =
-            reqwest::Url::parse(&format!("{base}/v4/{}", api.path())).expect("base_url validated");
-        url.query_pairs_mut()
-            .append_pair("sdkappid", &t.sdkappid.to_string())
-            .append_pair("identifier", &t.identifier)
-            .append_pair("usersig", &self.current_sig())
-            .append_pair("random", &random.to_string())
-            .append_pair("contenttype", "json");
-        url.into()
+        format!(
+            "{base}/v4/{}?{}&random={random}&contenttype=json",
+            api.path(),
+            self.signed_query()
+        )
     }
 
     async fn send_once<T: VendorResponse>(&self, api: Api, payload: &[u8]) -> Result<T, ApiError> {
