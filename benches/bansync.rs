@@ -228,13 +228,26 @@ async fn sweep(
     post(http, sim, "/sim/stats/reset", json!({})).await;
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
-    let results: Vec<_> = futures::stream::iter(bansync::sync::interleave_by_kind(sources))
+    // Fold each result into counters as it arrives, as the daemon's
+    // scheduler does: holding 10,000 reports would measure the benchmark.
+    let counts = Arc::new(Mutex::new((0i64, 0usize, 0usize)));
+    futures::stream::iter(bansync::sync::interleave_by_kind(sources))
         .map(|s| {
             let syncer = syncer.clone();
             async move { syncer.sync_source(&s, false, &mut |_| {}).await }
         })
         .buffer_unordered(64)
-        .collect()
+        .for_each(|r| {
+            let mut c = counts.lock().unwrap();
+            match r {
+                Ok(r) if !r.failed() => {
+                    c.0 += r.report.entries;
+                    c.1 += r.report.events.len();
+                }
+                _ => c.2 += 1,
+            }
+            futures::future::ready(())
+        })
         .await;
     syncer.flush_touches().await.unwrap();
     let wall = t0.elapsed().as_secs_f64();
@@ -277,18 +290,7 @@ async fn sweep(
         );
         series.insert(api.clone(), per.iter().map(|x| x.1).collect());
     }
-    let mut entries = 0;
-    let mut events = 0;
-    let mut failed = 0;
-    for r in results {
-        match r {
-            Ok(r) if !r.failed() => {
-                entries += r.report.entries;
-                events += r.report.events.len();
-            }
-            _ => failed += 1,
-        }
-    }
+    let (entries, events, failed) = *counts.lock().unwrap();
     Sweep {
         label,
         wall,

@@ -249,3 +249,52 @@ async fn transient_refusals_are_retried_and_survive_a_restart() {
     assert_eq!(r.applied, 1);
     assert_eq!(sim.entries(ListKind::Room, "b").len(), 1);
 }
+
+#[tokio::test]
+async fn dry_run_shows_the_mirror_actions_without_taking_them() {
+    let sim = Sim::start(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(
+        dir.path(),
+        &sim,
+        "[[propagate]]\nfrom = [\"group:g\"]\nto = [\"room:b\", \"room:c\"]",
+    );
+    sim.set(ListKind::Group, "g", &[]);
+    sim.set(ListKind::Room, "b", &[]);
+    sim.set(ListKind::Room, "c", &[]);
+    e.walk("group:g").await;
+    let until = now() + 600;
+    sim.upsert(ListKind::Group, "g", "x", until);
+    let spec = "group:g".parse().unwrap();
+    let r = e
+        .syncer
+        .sync_source(&spec, true, &mut |_| {})
+        .await
+        .unwrap();
+    let mut shown = r.report.mirrors.clone();
+    shown.sort();
+    assert_eq!(
+        shown,
+        [
+            (
+                "ban".to_string(),
+                "x".to_string(),
+                "room:b".to_string(),
+                Some(until)
+            ),
+            (
+                "ban".to_string(),
+                "x".to_string(),
+                "room:c".to_string(),
+                Some(until)
+            ),
+        ]
+    );
+    assert_eq!(
+        propagator(&e).try_execute().await.unwrap().requests,
+        0,
+        "nothing was queued"
+    );
+    assert!(e.events("group:g").is_empty());
+    assert_eq!(sim.calls("live_engine_http_srv/ban_member"), 0);
+}

@@ -191,6 +191,10 @@ pub fn sync(
                                 c.value.map(|v| format!(" value={v}")).unwrap_or_default()
                             );
                         }
+                        for (action, account, target, until) in &r.report.mirrors {
+                            let until = until.map(|u| format!(" until {u}")).unwrap_or_default();
+                            println!("would {action} {account} in {target}{until} (mirrored from {})", r.spec);
+                        }
                     }
                 }
                 Err((spec, e)) => {

@@ -150,6 +150,8 @@ pub struct WalkReport {
     /// The list was identical to the last walk: nothing was read or written
     /// but the source's walk time.
     pub unchanged: bool,
+    /// Mirror actions the events queued: (action, account, target, until).
+    pub mirrors: Vec<(String, String, String, Option<i64>)>,
 }
 
 /// Applies one walk's outcome to a source: the diff, its events and
@@ -235,6 +237,19 @@ pub fn apply_walk(
             report.pending_absent = absent;
             if spec.kind.is_ban_list() && !outcome.upserts.is_empty() {
                 ctx.notify(Notice::ExpiryChanged);
+            }
+        }
+    }
+    if !ctx.emit.propagate.is_empty() && !report.events.is_empty() {
+        let mut stmt = ctx.conn.prepare_cached(
+            "SELECT action, account, target, banned_until FROM propagations WHERE origin_event = ?1 ORDER BY id",
+        )?;
+        for e in &report.events {
+            let rows = stmt.query_map([e.rowid], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            for row in rows {
+                report.mirrors.push(row?);
             }
         }
     }

@@ -196,11 +196,14 @@ impl TencentClient {
                     tokio::time::sleep(d).await;
                 }
                 ErrorClass::BackOff if backoffs < self.retry.max_backoffs => {
-                    // 70050 asks for at least a minute; other codes for a pause.
+                    // 70050 asks for at least a minute. Other codes mean the
+                    // rolling second was overrun: a short pause lets it slide
+                    // (100 ms, doubling), where a long one would idle the API.
                     let d = if e.code() == Some(70050) {
                         Duration::from_secs(60).max(self.retry.delay(backoffs))
                     } else {
-                        self.retry.delay(backoffs + 1)
+                        Duration::from_millis(100 << backoffs.min(8))
+                            .min(self.retry.max_delay.max(Duration::from_millis(100)))
                     };
                     tracing::warn!(api = api.path(), error = %e, pause_ms = d.as_millis() as u64, "rate limited; slowing this API");
                     backoffs += 1;
