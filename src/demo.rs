@@ -54,20 +54,7 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     }
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let d = &v["data"];
-    let mut extra = String::new();
-    for k in [
-        "banned_until",
-        "previous_banned_until",
-        "blocked_at",
-        "previous_blocked_at",
-        "target",
-        "error_code",
-        "error_info",
-    ] {
-        if let Some(x) = d.get(k).filter(|x| !x.is_null()) {
-            extra.push_str(&format!(" {k}={x}"));
-        }
-    }
+    let extra = crate::event::describe_fields(d);
     let kind = v["type"].as_str().unwrap_or("?").to_string();
     println!(
         "[{:>5.1}s] {:<20} {:<22} seq={:<3} {}{extra}",

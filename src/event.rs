@@ -142,6 +142,27 @@ pub fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// The type-specific fields of an event's `data`, as ` key=value` pairs,
+/// for the lines `events`, `history` and the demo print.
+pub fn describe_fields(data: &Value) -> String {
+    const FIELDS: [&str; 7] = [
+        "banned_until",
+        "previous_banned_until",
+        "blocked_at",
+        "previous_blocked_at",
+        "target",
+        "error_code",
+        "error_info",
+    ];
+    let mut out = String::new();
+    for k in FIELDS {
+        if let Some(v) = data.get(k).filter(|v| !v.is_null()) {
+            out.push_str(&format!(" {k}={v}"));
+        }
+    }
+    out
+}
+
 /// A fresh event id: `evt_` and a time-ordered UUID (v7).
 pub fn new_event_id() -> String {
     format!("evt_{}", uuid::Uuid::now_v7().simple())

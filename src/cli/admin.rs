@@ -12,22 +12,7 @@ use crate::source::{SourceKind, SourceSpec};
 use crate::store::{self, ops};
 use crate::tencent::{TencentClient, usersig, walk};
 
-fn open_rw(settings: &config::Settings) -> Result<rusqlite::Connection, ExitCode> {
-    let conn = store::connect(&settings.store_path).map_err(|e| {
-        eprintln!("bansync: {e}");
-        ExitCode::from(1)
-    })?;
-    store::migrate(&conn).map_err(|e| {
-        eprintln!("bansync: {e}");
-        ExitCode::from(1)
-    })?;
-    Ok(conn)
-}
-
-fn fail(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("bansync: {e}");
-    ExitCode::from(1)
-}
+use super::{fail, open_store as open_rw};
 
 pub fn retry(
     config: &Option<PathBuf>,

@@ -10,6 +10,9 @@ use crate::config::Settings;
 use crate::source::SourceSpec;
 use crate::store::queries::{self, EventFilter};
 
+use super::fail;
+
+/// Reading commands need a store to read: say so rather than create one.
 fn open(settings: &Settings) -> Result<rusqlite::Connection, ExitCode> {
     if !settings.store_path.exists() {
         eprintln!(
@@ -18,20 +21,7 @@ fn open(settings: &Settings) -> Result<rusqlite::Connection, ExitCode> {
         );
         return Err(ExitCode::from(1));
     }
-    let conn = crate::store::connect(&settings.store_path).map_err(|e| {
-        eprintln!("bansync: {e}");
-        ExitCode::from(1)
-    })?;
-    crate::store::migrate(&conn).map_err(|e| {
-        eprintln!("bansync: {e}");
-        ExitCode::from(1)
-    })?;
-    Ok(conn)
-}
-
-fn fail(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("bansync: {e}");
-    ExitCode::from(1)
+    super::open_store(settings)
 }
 
 fn or_dash(s: &Option<String>) -> &str {
@@ -124,20 +114,7 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> Result<ExitCode, ExitC
 
 fn print_event_line(e: &queries::EventRow) {
     let d = &e.body["data"];
-    let mut extra = String::new();
-    for k in [
-        "banned_until",
-        "previous_banned_until",
-        "blocked_at",
-        "previous_blocked_at",
-        "target",
-        "error_code",
-        "error_info",
-    ] {
-        if let Some(v) = d.get(k).filter(|v| !v.is_null()) {
-            extra.push_str(&format!(" {k}={v}"));
-        }
-    }
+    let extra = crate::event::describe_fields(d);
     println!(
         "{} {} #{} {} {}{extra}",
         e.timestamp,

@@ -240,6 +240,19 @@ pub fn main() -> ExitCode {
     result.unwrap_or_else(|code| code)
 }
 
+/// Prints a failure and gives the "work failed" status.
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("bansync: {e}");
+    ExitCode::from(1)
+}
+
+/// The store for a command, migrated to this version's schema.
+fn open_store(settings: &Settings) -> Result<rusqlite::Connection, ExitCode> {
+    let conn = crate::store::connect(&settings.store_path).map_err(fail)?;
+    crate::store::migrate(&conn).map_err(fail)?;
+    Ok(conn)
+}
+
 /// A runtime for commands that need one. One worker thread: the work is
 /// paced network I/O, SQLite has its own writer thread, and a second worker
 /// mostly adds cross-thread wake-ups (measured: 2.2 vs 3.6 µs of CPU per
