@@ -246,7 +246,12 @@ fn parse_layers(text: &str, env: &Environment) -> Result<RawConfig, ConfigError>
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(env_source)
         .build()
-        .map_err(|e| ConfigError(format!("configuration: {e}")))?;
+        .map_err(|e| {
+            ConfigError(format!(
+                "configuration: {}",
+                without_snippet(&e.to_string())
+            ))
+        })?;
     let mut value: serde_json::Value = layered
         .try_deserialize()
         .map_err(|e| ConfigError(format!("configuration: {e}")))?;
@@ -255,6 +260,21 @@ fn parse_layers(text: &str, env: &Environment) -> Result<RawConfig, ConfigError>
         let path = e.path().to_string();
         ConfigError(format!("{path}: {}", e.inner()))
     })
+}
+
+/// TOML syntax errors quote the offending line, which may hold a secret:
+/// keep the position and the explanation, drop the quoted source.
+fn without_snippet(msg: &str) -> String {
+    msg.lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            let after_digits = t
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start();
+            !(after_digits.starts_with('|') || t.is_empty())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Environment values arrive as strings: turn numeric strings into numbers

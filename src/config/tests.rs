@@ -205,6 +205,13 @@ fn faults_name_their_key() {
 }
 
 #[test]
+fn syntax_errors_give_the_position_but_never_quote_a_secret() {
+    let msg = fault(&GOOD.replace("secret_key = \"k3y\"", "secret_key = \"sup3rs3cret\" oops"));
+    assert!(msg.contains("line") && msg.contains("column"), "{msg}");
+    assert!(!msg.contains("sup3rs3cret"), "{msg}");
+}
+
+#[test]
 fn secrets_never_appear_in_errors() {
     let text = GOOD.replace(
         "secret_key = \"k3y\"",
