@@ -19,6 +19,7 @@
 //! - nothing lost: once faults stop and absences are confirmed, replaying
 //!   the events gives exactly the lists;
 //! - every owed delivery is made once the receiver is healthy.
+//!
 //! It prints: trials, faults injected, violations.
 
 mod common;
@@ -59,13 +60,14 @@ fn replay(
         let d = &body["data"];
         let value = d["banned_until"].as_i64().or(d["blocked_at"].as_i64());
         match kind.as_str() {
-            "ban.added" | "block.added" => {
-                if view.insert(account.clone(), value.unwrap()).is_some() {
-                    violations.push(format!(
-                        "{source}: {kind} {account} while already held (invented)"
-                    ));
-                }
+            "ban.added" | "block.added"
+                if view.insert(account.clone(), value.unwrap()).is_some() =>
+            {
+                violations.push(format!(
+                    "{source}: {kind} {account} while already held (invented)"
+                ));
             }
+            "ban.added" | "block.added" => {}
             "ban.updated" | "block.updated" => {
                 let prev = d["previous_banned_until"]
                     .as_i64()
