@@ -80,10 +80,8 @@ fn replay(
                 }
                 view.insert(account.clone(), value.unwrap());
             }
-            "ban.lifted" | "block.removed" | "ban.expired" => {
-                if view.remove(account).is_none() {
-                    violations.push(format!("{source}: {kind} {account} not held (invented)"));
-                }
+            "ban.lifted" | "block.removed" | "ban.expired" if view.remove(account).is_none() => {
+                violations.push(format!("{source}: {kind} {account} not held (invented)"));
             }
             _ => {}
         }
@@ -236,11 +234,11 @@ async fn trial(seed: u64) -> Trial {
                 let value = d["banned_until"].as_i64().or(d["blocked_at"].as_i64());
                 let now_truth: BTreeMap<String, i64> = sim.entries(kind, id).into_iter().collect();
                 match kind_s.as_str() {
-                    "ban.lifted" | "block.removed" => {
-                        if truth.contains_key(account) && now_truth.contains_key(account) {
-                            t.violations
-                                .push(format!("seed {seed}: {spec}: false {kind_s} of {account}"));
-                        }
+                    "ban.lifted" | "block.removed"
+                        if truth.contains_key(account) && now_truth.contains_key(account) =>
+                    {
+                        t.violations
+                            .push(format!("seed {seed}: {spec}: false {kind_s} of {account}"));
                     }
                     "ban.added" | "ban.updated" | "block.added" | "block.updated" => {
                         let listed = truth.get(account).or(now_truth.get(account)).copied();
