@@ -449,7 +449,11 @@ async fn bench(o: Opts) {
                     ops::apply_walk(
                         ctx,
                         &spec,
-                        ops::WalkOutcome::Complete { entries, digest },
+                        ops::WalkOutcome::Complete {
+                            entries,
+                            digest,
+                            stable: true,
+                        },
                         now_ms(),
                         bansync::config::Initial::Emit,
                     )
@@ -561,7 +565,11 @@ async fn bench(o: Opts) {
                         ops::apply_walk(
                             ctx,
                             &spec,
-                            ops::WalkOutcome::Complete { entries, digest },
+                            ops::WalkOutcome::Complete {
+                                entries,
+                                digest,
+                                stable: true,
+                            },
                             now_ms(),
                             bansync::config::Initial::Emit,
                         )

@@ -310,7 +310,7 @@ async fn lists_changing_mid_walk_never_cause_a_false_lift() {
                     sim.upsert(kind, id, v, t);
                 }
             }
-            skipped_walks += usize::from(r.report.pending_absent > 0);
+            skipped_walks += r.restarts as usize;
             // A confirming walk sometimes, as the scheduler does.
             if rng.gen_bool(0.5) {
                 e.walk(spec).await;
@@ -349,6 +349,59 @@ async fn lists_changing_mid_walk_never_cause_a_false_lift() {
     }
     assert!(
         skipped_walks > 10,
-        "the test must actually shift offsets ({skipped_walks} walks saw a skip)"
+        "the test must actually shift offsets ({skipped_walks} walks detected a shift and restarted)"
+    );
+}
+
+/// A list that shifts under every walk: the walk is accepted as unstable,
+/// and its absences never lead to a lift.
+#[tokio::test]
+async fn a_list_that_never_stops_shifting_never_causes_a_lift() {
+    let sim = Sim::start(1_000_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        &sim,
+        "[sources]\nrooms = [\"r\"]",
+        "[sync]\npage_size = 10",
+    );
+    let e = Engine::open(load(&path));
+    let t = now() + 86_400;
+    sim.fill(ListKind::Room, "r", 40, t);
+    e.walk("room:r").await;
+    for round in 0..4 {
+        // Before every page request of every attempt: one early entry goes
+        // and comes back at the end, so the list shifts while nothing is lifted.
+        let front: Vec<String> = sim
+            .entries(ListKind::Room, "r")
+            .into_iter()
+            .take(3)
+            .map(|(a, _)| a)
+            .collect();
+        for attempt in 0..=bansync::tencent::walk::MAX_SHIFT_RESTARTS {
+            let victim = front[attempt as usize].clone();
+            sim.mutate(Mutation {
+                kind: ListKind::Room,
+                id: "r".into(),
+                at_offset: 9,
+                remove: vec![victim.clone()],
+                add: vec![(victim, t)],
+            });
+        }
+        let r = e.walk("room:r").await;
+        assert_eq!(
+            r.restarts,
+            bansync::tencent::walk::MAX_SHIFT_RESTARTS,
+            "round {round}"
+        );
+        assert_eq!(
+            r.report.pending_absent, 0,
+            "an unstable walk marks nothing absent"
+        );
+    }
+    assert!(
+        e.events("room:r").iter().all(|(t, _)| t != "ban.lifted"),
+        "{:?}",
+        e.events("room:r")
     );
 }

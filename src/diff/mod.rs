@@ -93,6 +93,21 @@ pub fn diff(
     first_walk: bool,
     initial: Initial,
 ) -> DiffOutcome {
+    diff_walk(kind, stored, walked, now_ms, first_walk, initial, true)
+}
+
+/// [`diff`], for a walk that may not be trusted about absences: when the
+/// list kept shifting under the walk (`trust_absences` false), what it saw
+/// is applied, but nothing it did not see moves toward a lift or removal.
+pub fn diff_walk(
+    kind: SourceKind,
+    stored: &[StoredEntry],
+    walked: &[Entry],
+    now_ms: i64,
+    first_walk: bool,
+    initial: Initial,
+    trust_absences: bool,
+) -> DiffOutcome {
     let now = now_ms.div_euclid(1000);
     let bans = kind.is_ban_list();
     let ended = |until: i64| bans && until <= now;
@@ -202,6 +217,8 @@ pub fn diff(
                 ));
                 out.deletes.push(s.account.clone());
             }
+            // A shifting walk may have skipped it: no step toward removal.
+            EntryState::Present | EntryState::AbsentOnce if !trust_absences => {}
             EntryState::Present => {
                 out.upserts
                     .push(present(account, s.value, EntryState::AbsentOnce))

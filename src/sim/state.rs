@@ -202,16 +202,22 @@ impl SimState {
     }
 
     /// Applies mutations armed for this list at this offset.
+    /// Applies the first mutation armed for this list at this offset: one
+    /// change between two page requests, so several armed mutations hit
+    /// successive pages or walks.
     pub fn apply_mutations(&mut self, kind: ListKind, id: &str, offset: u64) {
         if offset == 0 || self.mutations.is_empty() {
             return;
         }
-        let (due, rest): (Vec<_>, Vec<_>) = self
+        let Some(i) = self
             .mutations
-            .drain(..)
-            .partition(|m| m.kind == kind && m.id == id && offset >= m.at_offset);
-        self.mutations = rest;
-        for m in due {
+            .iter()
+            .position(|m| m.kind == kind && m.id == id && offset >= m.at_offset)
+        else {
+            return;
+        };
+        let m = self.mutations.remove(i);
+        {
             let list = self.lists(kind).entry(id.to_string()).or_default();
             for a in &m.remove {
                 list.remove(a);

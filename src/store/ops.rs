@@ -133,6 +133,9 @@ pub enum WalkOutcome {
     Complete {
         entries: Vec<Entry>,
         digest: [u8; 24],
+        /// False when the list kept shifting under the walk: its absences
+        /// do not count.
+        stable: bool,
     },
     /// The owner is gone (100004, 10010, 30003): entries are kept.
     Gone { code: i64, info: String },
@@ -192,7 +195,11 @@ pub fn apply_walk(
                 )?
                 .execute(params![row.id, now_ms, format!("{code}: {info}")])?;
         }
-        WalkOutcome::Complete { entries, digest } => {
+        WalkOutcome::Complete {
+            entries,
+            digest,
+            stable,
+        } => {
             let first_walk = row.status == "new";
             let restored = row.status == "unavailable";
             if !first_walk
@@ -216,7 +223,9 @@ pub fn apply_walk(
                 report.events.push(emit(ctx, row.id, spec, &c, now_ms)?);
             }
             let stored = load_entries(ctx, row.id)?;
-            let outcome = diff::diff(spec.kind, &stored, &entries, now_ms, first_walk, initial);
+            let outcome = diff::diff_walk(
+                spec.kind, &stored, &entries, now_ms, first_walk, initial, stable,
+            );
             write_entries(ctx, row.id, spec.kind, &outcome.upserts, &outcome.deletes)?;
             for c in &outcome.changes {
                 report.events.push(emit(ctx, row.id, spec, c, now_ms)?);

@@ -24,6 +24,8 @@ pub struct SourceResult {
     /// The walk's error, if it did not complete (a gone source completes).
     pub error: Option<WalkError>,
     pub took: std::time::Duration,
+    /// Times the walk started over because the list shifted under it.
+    pub restarts: u32,
 }
 
 impl SourceResult {
@@ -145,7 +147,7 @@ impl Syncer {
         progress: &mut (dyn FnMut(usize) + Send),
     ) -> Result<SourceResult, StoreError> {
         let started = Instant::now();
-        let walked = walk::walk(
+        let walked = walk::walk_checked(
             &self.client,
             spec,
             self.page_size,
@@ -156,7 +158,9 @@ impl Syncer {
         // Fast path: the same list as the last committed walk, with no
         // absence awaiting confirmation, changes nothing but the walk time.
         let mut computed = None;
-        if let Ok(entries) = &walked {
+        let restarts = walked.as_ref().map(|w| w.restarts).unwrap_or(0);
+        let stable = walked.as_ref().map(|w| w.stable).unwrap_or(false);
+        if let Ok(walk::Walked { entries, .. }) = &walked {
             let digest = diff::digest(entries);
             computed = Some(digest);
             let known = self.unchanged.digests.lock().unwrap().get(spec) == Some(&digest);
@@ -172,15 +176,23 @@ impl Syncer {
                     report,
                     error: None,
                     took: started.elapsed(),
+                    restarts,
                 };
                 self.log(&result, dry_run);
                 return Ok(result);
             }
         }
         let (outcome, error) = match walked {
-            Ok(entries) => {
+            Ok(w) => {
                 let digest = computed.expect("computed above for every complete walk");
-                (WalkOutcome::Complete { entries, digest }, None)
+                (
+                    WalkOutcome::Complete {
+                        entries: w.entries,
+                        digest,
+                        stable: w.stable,
+                    },
+                    None,
+                )
             }
             Err(e @ WalkError::Gone { .. }) => {
                 let WalkError::Gone { error, .. } = &e else {
@@ -212,7 +224,7 @@ impl Syncer {
             // is known to change nothing: no absence awaits confirmation.
             let mut known = self.unchanged.digests.lock().unwrap();
             match computed {
-                Some(d) if error.is_none() && report.pending_absent == 0 => {
+                Some(d) if error.is_none() && stable && report.pending_absent == 0 => {
                     known.insert(spec.clone(), d)
                 }
                 _ => known.remove(spec),
@@ -224,6 +236,7 @@ impl Syncer {
             report,
             error,
             took,
+            restarts,
         };
         self.log(&result, dry_run);
         Ok(result)
@@ -241,7 +254,7 @@ impl Syncer {
                 };
                 self.metrics.walk(kind, outcome, r.took);
                 tracing::info!(source = %r.spec, outcome, entries = r.report.entries,
-                    events = r.report.changes.len(), unconfirmed_absences = r.report.pending_absent, took_ms, dry_run, "walk");
+                    events = r.report.changes.len(), unconfirmed_absences = r.report.pending_absent, shift_restarts = r.restarts, took_ms, dry_run, "walk");
             }
             Some(WalkError::Gone { error, .. }) => {
                 self.metrics.walk(kind, "unavailable", r.took);

@@ -75,24 +75,53 @@ fn check_page(offset: u64, asked: u32, got: usize, next: u64) -> Result<(), Walk
     Ok(())
 }
 
-/// Pages `fetch` from offset 0 until the cursor is 0. `progress` is told the
-/// running count after each page.
-async fn page_through<T, F, Fut>(
+/// What paging found: the entries, and whether the list shifted under the
+/// walk (entries removed or inserted before the cursor between two page
+/// requests, which makes a walk skip or repeat entries).
+struct Paged {
+    entries: Vec<Entry>,
+    shifted: bool,
+}
+
+/// Pages `fetch` from offset 0 until the cursor is 0. Every page after the
+/// first starts one entry early, and that entry must be the last one already
+/// read: if it is not, the list shifted. With `stop_on_shift` the walk ends
+/// there (to be restarted); without, it reads on and reports the shift.
+async fn page_through<F, Fut>(
     max_entries: usize,
     page_size: u32,
+    stop_on_shift: bool,
     mut fetch: F,
     progress: &mut (dyn FnMut(usize) + Send),
-) -> Result<Vec<T>, WalkError>
+) -> Result<Paged, WalkError>
 where
     F: FnMut(u64) -> Fut,
-    Fut: std::future::Future<Output = Result<Page<T>, WalkError>>,
+    Fut: std::future::Future<Output = Result<Page<Entry>, WalkError>>,
 {
-    let mut all = Vec::new();
+    let mut all: Vec<Entry> = Vec::new();
     let mut offset = 0u64;
+    let mut overlapping = false;
+    let mut shifted = false;
     loop {
         let page = fetch(offset).await?;
         check_page(offset, page_size, page.items.len(), page.next)?;
-        all.extend(page.items);
+        let mut items = page.items;
+        if overlapping {
+            let same =
+                matches!((items.first(), all.last()), (Some(f), Some(l)) if f.account == l.account);
+            if same {
+                items.remove(0);
+            } else {
+                shifted = true;
+                if stop_on_shift {
+                    return Ok(Paged {
+                        entries: all,
+                        shifted,
+                    });
+                }
+            }
+        }
+        all.extend(items);
         progress(all.len());
         if all.len() > max_entries {
             return Err(WalkError::Inconsistent(format!(
@@ -100,9 +129,18 @@ where
             )));
         }
         if page.next == 0 {
-            return Ok(all);
+            return Ok(Paged {
+                entries: all,
+                shifted,
+            });
         }
-        offset = page.next;
+        // Start one early to overlap, unless that would not advance.
+        overlapping = page.next - 1 > offset;
+        offset = if overlapping {
+            page.next - 1
+        } else {
+            page.next
+        };
     }
 }
 
@@ -155,6 +193,67 @@ pub async fn walk(
     blocklist_page_size: u32,
     progress: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Vec<Entry>, WalkError> {
+    walk_checked(client, spec, page_size, blocklist_page_size, progress)
+        .await
+        .map(|w| w.entries)
+}
+
+/// A whole list, and whether it can be trusted about absences.
+#[derive(Debug, Clone)]
+pub struct Walked {
+    pub entries: Vec<Entry>,
+    /// False when the list kept shifting under the walk: what was seen is
+    /// real, but an entry not seen may have been skipped.
+    pub stable: bool,
+    /// Walks restarted because the list shifted.
+    pub restarts: u32,
+}
+
+/// Walks restarted at most this often before a shifting list is accepted
+/// as unstable.
+pub const MAX_SHIFT_RESTARTS: u32 = 2;
+
+/// Walks one source's whole list, restarting when the list shifts under
+/// the walk.
+pub async fn walk_checked(
+    client: &TencentClient,
+    spec: &SourceSpec,
+    page_size: u32,
+    blocklist_page_size: u32,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<Walked, WalkError> {
+    let mut restarts = 0;
+    loop {
+        let last = restarts == MAX_SHIFT_RESTARTS;
+        let paged = walk_once(
+            client,
+            spec,
+            page_size,
+            blocklist_page_size,
+            !last,
+            progress,
+        )
+        .await?;
+        if !paged.shifted || last {
+            return Ok(Walked {
+                entries: dedupe(paged.entries),
+                stable: !paged.shifted,
+                restarts,
+            });
+        }
+        restarts += 1;
+        tracing::debug!(source = %spec, restarts, "list shifted during the walk; walking again");
+    }
+}
+
+async fn walk_once(
+    client: &TencentClient,
+    spec: &SourceSpec,
+    page_size: u32,
+    blocklist_page_size: u32,
+    stop_on_shift: bool,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<Paged, WalkError> {
     let entries = match spec.kind {
         SourceKind::Group => {
             let fetch = |offset| async move {
@@ -179,7 +278,7 @@ pub async fn walk(
                     next,
                 })
             };
-            page_through(MAX_BAN_ENTRIES, page_size, fetch, progress).await?
+            page_through(MAX_BAN_ENTRIES, page_size, stop_on_shift, fetch, progress).await?
         }
         SourceKind::Room => {
             let fetch = |offset| async move {
@@ -206,7 +305,7 @@ pub async fn walk(
                     next,
                 })
             };
-            page_through(MAX_BAN_ENTRIES, page_size, fetch, progress).await?
+            page_through(MAX_BAN_ENTRIES, page_size, stop_on_shift, fetch, progress).await?
         }
         SourceKind::Blocklist => {
             let fetch = |start| async move {
@@ -232,10 +331,17 @@ pub async fn walk(
                     next,
                 })
             };
-            page_through(MAX_BLOCK_ENTRIES, blocklist_page_size, fetch, progress).await?
+            page_through(
+                MAX_BLOCK_ENTRIES,
+                blocklist_page_size,
+                stop_on_shift,
+                fetch,
+                progress,
+            )
+            .await?
         }
     };
-    Ok(dedupe(entries))
+    Ok(entries)
 }
 
 /// The outcome of a batched ban or unban: accounts per batch, and the
