@@ -204,6 +204,36 @@ async fn post(http: &reqwest::Client, base: &str, path: &str, body: Value) -> Va
         .unwrap_or(Value::Null)
 }
 
+/// Commits a complete walk of a new list of `per` running bans, as the
+/// sync engine would (with `initial = emit`): `per` events. Returns them.
+async fn commit_new_list(store: &Store, spec: &str, per: usize) -> usize {
+    let spec: SourceSpec = spec.parse().unwrap();
+    let until = now_ms() / 1000 + 86_400;
+    let entries: Vec<_> = (0..per)
+        .map(|j| bansync::tencent::Entry::new(format!("a{j}"), until))
+        .collect();
+    let digest = bansync::diff::digest(&entries);
+    let outcome = ops::WalkOutcome::Complete {
+        entries,
+        digest,
+        stable: true,
+    };
+    store
+        .write(move |ctx| {
+            ops::apply_walk(
+                ctx,
+                &spec,
+                outcome,
+                now_ms(),
+                bansync::config::Initial::Emit,
+            )
+        })
+        .await
+        .unwrap()
+        .events
+        .len()
+}
+
 struct Sweep {
     label: &'static str,
     wall: f64,
@@ -439,28 +469,7 @@ async fn bench(o: Opts) {
         let t0 = Instant::now();
         let mut n = 0;
         for i in 0..spec_count {
-            let spec: SourceSpec = format!("room:bench-commit-{i}").parse().unwrap();
-            let entries: Vec<_> = (0..per)
-                .map(|j| bansync::tencent::Entry::new(format!("a{j}"), now_ms() / 1000 + 86_400))
-                .collect();
-            let digest = bansync::diff::digest(&entries);
-            let r = store
-                .write(move |ctx| {
-                    ops::apply_walk(
-                        ctx,
-                        &spec,
-                        ops::WalkOutcome::Complete {
-                            entries,
-                            digest,
-                            stable: true,
-                        },
-                        now_ms(),
-                        bansync::config::Initial::Emit,
-                    )
-                })
-                .await
-                .unwrap();
-            n += r.events.len();
+            n += commit_new_list(&store, &format!("room:bench-commit-{i}"), per).await;
         }
         (n as f64 / t0.elapsed().as_secs_f64(), n)
     };
@@ -552,33 +561,10 @@ async fn bench(o: Opts) {
         let commit = |prefix: String, lists: usize, per: usize| {
             let st = dstore.clone();
             async move {
-                let mut futs = Vec::new();
-                for i in 0..lists {
-                    let spec: SourceSpec = format!("room:{prefix}-{i}").parse().unwrap();
-                    let entries: Vec<_> = (0..per)
-                        .map(|j| {
-                            bansync::tencent::Entry::new(format!("a{j}"), now_ms() / 1000 + 86_400)
-                        })
-                        .collect();
-                    let digest = bansync::diff::digest(&entries);
-                    futs.push(st.write(move |ctx| {
-                        ops::apply_walk(
-                            ctx,
-                            &spec,
-                            ops::WalkOutcome::Complete {
-                                entries,
-                                digest,
-                                stable: true,
-                            },
-                            now_ms(),
-                            bansync::config::Initial::Emit,
-                        )
-                    }));
-                }
-                futures::future::join_all(futs)
+                let specs: Vec<String> = (0..lists).map(|i| format!("room:{prefix}-{i}")).collect();
+                futures::future::join_all(specs.iter().map(|s| commit_new_list(&st, s, per)))
                     .await
                     .into_iter()
-                    .map(|r| r.unwrap().events.len())
                     .sum::<usize>()
             }
         };
