@@ -234,6 +234,61 @@ async fn commit_new_list(store: &Store, spec: &str, per: usize) -> usize {
         .len()
 }
 
+/// Draws calls per second per API over a sweep as a PNG, by hand (no
+/// fonts): a grey grid every 50 calls/s, a black line at the vendor's
+/// limit, one coloured line per API (red: groups, green: rooms, blue:
+/// blocklists; drawn 3 px apart), one step per second. BENCHMARKS.md says so.
+fn plot(path: &Path, series: &BTreeMap<String, Vec<u64>>, rate: u32) {
+    let (w, h, margin) = (900usize, 360usize, 30usize);
+    let seconds = series.values().map(Vec::len).max().unwrap_or(1).max(2);
+    let top = (rate as f64 * 1.2).max(1.0);
+    let mut img = vec![255u8; w * h * 3];
+    let mut put = |x: usize, y: usize, c: [u8; 3]| {
+        if x < w && y < h {
+            img[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&c);
+        }
+    };
+    let y_of = |v: f64| h - margin - ((v / top) * (h - 2 * margin) as f64).round() as usize;
+    let x_of = |s: usize| margin + s * (w - 2 * margin) / (seconds - 1);
+    let mut v = 0.0;
+    while v <= top {
+        let y = y_of(v);
+        for x in margin..w - margin {
+            put(x, y, [225, 225, 225]);
+        }
+        v += 50.0;
+    }
+    for x in margin..w - margin {
+        put(x, y_of(rate as f64), [0, 0, 0]);
+        put(x, h - margin, [90, 90, 90]);
+    }
+    for y in margin..h - margin {
+        put(margin, y, [90, 90, 90]);
+    }
+    let colours = [[220, 40, 40], [30, 160, 60], [40, 80, 220]];
+    for (i, (_, s)) in series.iter().enumerate() {
+        let c = colours[i % 3];
+        for (k, pair) in s.windows(2).enumerate() {
+            let (x0, x1) = (x_of(k) as i64, x_of(k + 1) as i64);
+            let (y0, y1) = (y_of(pair[0] as f64) as i64, y_of(pair[1] as f64) as i64);
+            let steps = (x1 - x0).abs().max((y1 - y0).abs()).max(1);
+            for t in 0..=steps {
+                let x = x0 + (x1 - x0) * t / steps;
+                let y = y0 + (y1 - y0) * t / steps;
+                // Series sit 3 px apart so identical rates stay visible.
+                for d in 0..2 {
+                    put(x as usize, (y + d - 3 * i as i64) as usize, c);
+                }
+            }
+        }
+    }
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header().unwrap().write_image_data(&img).unwrap();
+}
+
 struct Sweep {
     label: &'static str,
     wall: f64,
@@ -719,7 +774,10 @@ async fn bench(o: Opts) {
              (vendor limit {}/s per API), on {machine}.\n\nThe simulator and the receiver run as separate processes; \
              CPU and RSS are the benchmark process's own, which does the daemon's work: walking, parsing, diffing, \
              committing, delivering. The floor is the time the vendor's rate limit allows: the busiest API's requests ÷ {}/s \
-             (three APIs run in parallel).\n\n{out}\nCalls per second per API during the unchanged sweep:\n\n```\n{}\n```\n",
+             (three APIs run in parallel).\n\n{out}\nCalls per second per API during the unchanged sweep \
+             (`benchmarks-calls-per-second.png`: one step per second; red groups, green rooms, blue blocklists, \
+             drawn 3 px apart; black line: the vendor's limit; grey grid every 50 calls/s):\n\n\
+             ![calls per second per API](benchmarks-calls-per-second.png)\n\n```\n{}\n```\n",
             o.sources,
             o.entries,
             o.rate,
@@ -733,6 +791,9 @@ async fn bench(o: Opts) {
         );
         std::fs::write(&md, text).unwrap();
         println!("wrote {}", md.display());
+        let png = md.with_file_name("benchmarks-calls-per-second.png");
+        plot(&png, &unchanged.series, o.rate);
+        println!("wrote {}", png.display());
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
