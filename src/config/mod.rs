@@ -231,7 +231,12 @@ pub fn load_with(path: &Path, env: &Environment) -> Result<Settings, ConfigError
             path.display()
         ))
     })?;
-    let raw = parse_layers(&text, env)?;
+    load_from_str(&text, path, env)
+}
+
+/// Loads configuration text as if read from `path` (for fuzzing and tools).
+pub fn load_from_str(text: &str, path: &Path, env: &Environment) -> Result<Settings, ConfigError> {
+    let raw = parse_layers(text, env)?;
     validate(raw, path, env)
 }
 
