@@ -172,12 +172,13 @@ pub async fn run(
         store = %settings.store_path.display(), "bansync running");
 
     let mut current = settings;
+    let mut client = client;
     let mut stop_wait = stop.clone();
     loop {
         tokio::select! {
             _ = async { let _ = stop_wait.wait_for(|s| *s).await; } => break,
             Some(next) = reload.recv() => {
-                apply_reload(&current, &next, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone()).await;
+                apply_reload(&current, &next, &mut client, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone()).await;
                 current = next;
             }
         }
@@ -200,6 +201,7 @@ pub async fn run(
 async fn apply_reload(
     old: &Settings,
     new: &Settings,
+    client: &mut Arc<TencentClient>,
     store: &Store,
     metrics: &Arc<Metrics>,
     plans: &mpsc::UnboundedSender<Plan>,
@@ -233,13 +235,18 @@ async fn apply_reload(
     }
     *webhook_names.write().unwrap() = names;
     let _ = dispatcher.send(Control::Webhooks(new.webhooks.clone()));
-    // A changed vendor section gets a fresh client (new key, region, rate).
-    let client = Arc::new(TencentClient::with_retry(
-        new.tencent.clone(),
-        metrics.clone(),
-        retry,
-    ));
-    let syncer = Syncer::new(client, store.clone(), metrics.clone(), &new.sync);
+    // Only a changed vendor section gets a fresh client (new key, region,
+    // rate). Otherwise the client, and with it each API's pacer, carries
+    // on: walks still in flight and new ones share one rate limit, where
+    // two clients would each pace to the full limit.
+    if new.tencent != old.tencent {
+        *client = Arc::new(TencentClient::with_retry(
+            new.tencent.clone(),
+            metrics.clone(),
+            retry,
+        ));
+    }
+    let syncer = Syncer::new(client.clone(), store.clone(), metrics.clone(), &new.sync);
     let _ = plans.send(plan(new, syncer));
     let added = new
         .sources

@@ -96,7 +96,7 @@ impl Region {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TencentSettings {
     pub sdkappid: u64,
     pub identifier: String,
