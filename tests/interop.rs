@@ -14,12 +14,20 @@ use bansync::sim::ListKind;
 use common::*;
 
 fn python() -> PathBuf {
+    // The tests of this file run in parallel and both need the environment:
+    // one builds it while the other waits, or the second `venv` call meets
+    // the first one's half-made directory.
+    static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _only_one = SETUP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv");
     let py = venv.join("bin/python");
     let ready = venv.join(".installed");
     if !ready.exists() {
+        // `--clear` so that a run interrupted halfway does not poison the next.
         let ok = Command::new("python3")
-            .args(["-m", "venv"])
+            .args(["-m", "venv", "--clear"])
             .arg(&venv)
             .status()
             .map(|s| s.success())
