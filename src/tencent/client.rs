@@ -61,6 +61,10 @@ pub struct TencentClient {
     settings: TencentSettings,
     sig: Mutex<Option<CachedSig>>,
     pacers: Vec<Pacer>,
+    /// `{base}/v4/{api}` for every base URL and API, parsed once: parsing
+    /// a URL (host normalisation included) on every request cost more than
+    /// a page's JSON. Indexed `[base][api]`.
+    endpoints: Vec<Vec<Result<reqwest::Url, String>>>,
     preferred_base: AtomicUsize,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
@@ -90,12 +94,29 @@ impl TencentClient {
             .user_agent(concat!("bansync/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("TLS backend initialises");
+        // One grid for all APIs: at equal rates their slots coincide, so one
+        // timer wake-up sends to each (see pacer.rs).
+        let origin = tokio::time::Instant::now();
         let pacers = Api::ALL
             .iter()
-            .map(|_| Pacer::new(settings.requests_per_second))
+            .map(|_| Pacer::on_grid_from(settings.requests_per_second, origin))
+            .collect();
+        let endpoints = settings
+            .base_urls
+            .iter()
+            .map(|base| {
+                Api::ALL
+                    .iter()
+                    .map(|api| {
+                        reqwest::Url::parse(&format!("{base}/v4/{}", api.path()))
+                            .map_err(|e| format!("base URL `{base}`: {e}"))
+                    })
+                    .collect()
+            })
             .collect();
         TencentClient {
             http,
+            endpoints,
             settings,
             sig: Mutex::new(None),
             pacers,
@@ -221,15 +242,16 @@ impl TencentClient {
         }
     }
 
-    fn url(&self, api: Api) -> String {
-        let t = &self.settings;
-        let base = &t.base_urls[self.preferred_base.load(Ordering::Relaxed) % t.base_urls.len()];
+    fn url(&self, api: Api) -> Result<reqwest::Url, String> {
+        let bases = &self.endpoints;
+        let base = &bases[self.preferred_base.load(Ordering::Relaxed) % bases.len()];
+        let mut url = base[api.index()].clone()?;
         let random: u32 = rand::thread_rng().r#gen();
-        format!(
-            "{base}/v4/{}?{}&random={random}&contenttype=json",
-            api.path(),
+        url.set_query(Some(&format!(
+            "{}&random={random}&contenttype=json",
             self.signed_query()
-        )
+        )));
+        Ok(url)
     }
 
     async fn send_once<T: VendorResponse>(&self, api: Api, payload: &[u8]) -> Result<T, ApiError> {
@@ -238,9 +260,12 @@ impl TencentClient {
             kind,
             request_id: None,
         };
+        let url = self
+            .url(api)
+            .map_err(|e| fail(ApiErrorKind::Transport(e)))?;
         let response = self
             .http
-            .post(self.url(api))
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(payload.to_vec())
             .send()

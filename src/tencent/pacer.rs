@@ -5,6 +5,12 @@
 //! idle spell, so this hands out evenly spaced slots instead. The spacing
 //! is a little wider than 1/rate so that network jitter, which can bunch
 //! arrivals at the server, never pushes a window over the limit.
+//!
+//! Slots also fall on a grid shared by every pacer of one client (multiples
+//! of the interval from one origin). APIs paced at the same rate then send at
+//! the same instants: one timer wake-up sends a request to each, instead of
+//! one wake-up per API. On a 2-core machine a wake-up costs more CPU than
+//! parsing a page, so this cuts the daemon's CPU per walked entry.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -18,14 +24,22 @@ pub const HEADROOM: f64 = 0.97;
 #[derive(Debug)]
 pub struct Pacer {
     interval: Duration,
+    /// Where this pacer's grid starts; shared by the pacers of one client.
+    origin: Instant,
     next: Mutex<Instant>,
 }
 
 impl Pacer {
     pub fn new(per_second: u32) -> Self {
+        Self::on_grid_from(per_second, Instant::now())
+    }
+
+    /// A pacer whose slots fall on multiples of its interval after `origin`.
+    pub fn on_grid_from(per_second: u32, origin: Instant) -> Self {
         Pacer {
             interval: Duration::from_secs_f64(1.0 / (per_second as f64 * HEADROOM)),
-            next: Mutex::new(Instant::now()),
+            origin,
+            next: Mutex::new(origin),
         }
     }
 
@@ -37,10 +51,19 @@ impl Pacer {
     /// handed out in order, so concurrent callers queue fairly.
     pub fn reserve(&self) -> Instant {
         let mut next = self.next.lock().unwrap();
-        let now = Instant::now();
-        let slot = (*next).max(now);
+        let slot = self.on_grid((*next).max(Instant::now()));
         *next = slot + self.interval;
         slot
+    }
+
+    /// The first grid point at or after `t`.
+    fn on_grid(&self, t: Instant) -> Instant {
+        let step = self.interval.as_nanos();
+        let steps = t
+            .saturating_duration_since(self.origin)
+            .as_nanos()
+            .div_ceil(step);
+        self.origin + Duration::from_nanos((steps * step) as u64)
     }
 
     pub async fn acquire(&self) {
@@ -82,6 +105,26 @@ mod tests {
         let a = p.reserve();
         let b = p.reserve();
         assert!(b - a >= Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacers_of_one_rate_share_their_slots() {
+        let origin = Instant::now();
+        let (a, b) = (
+            Pacer::on_grid_from(200, origin),
+            Pacer::on_grid_from(200, origin),
+        );
+        a.reserve();
+        tokio::time::advance(Duration::from_micros(1700)).await;
+        let (sa, sb) = (a.reserve(), b.reserve());
+        // b asked later than a's first slot, off the grid; it lands on the
+        // same grid point as a's second.
+        assert_eq!(sa, sb);
+        // Every slot is a whole number of intervals from the shared epoch.
+        for _ in 0..50 {
+            let s = b.reserve();
+            assert_eq!((s - origin).as_nanos() % b.interval().as_nanos(), 0);
+        }
     }
 
     #[tokio::test(start_paused = true)]
