@@ -6,12 +6,19 @@
 //! is a little wider than 1/rate so that network jitter, which can bunch
 //! arrivals at the server, never pushes a window over the limit.
 //!
+//! A slot is reserved before its caller sleeps; a caller woken late (the
+//! process stalled) would send together with the callers due next, and the
+//! rolling second holding that bunch would see more than the limit. So the
+//! last second of actual sends is kept too, and no send goes out while it
+//! already holds the budget (HEADROOM × rate).
+//!
 //! Slots also fall on a grid shared by every pacer of one client (multiples
 //! of the interval from one origin). APIs paced at the same rate then send at
 //! the same instants: one timer wake-up sends a request to each, instead of
 //! one wake-up per API. On a 2-core machine a wake-up costs more CPU than
 //! parsing a page, so this cuts the daemon's CPU per walked entry.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,12 +28,19 @@ use tokio::time::Instant;
 /// room in each one-second window while keeping utilisation above 95%.
 pub const HEADROOM: f64 = 0.97;
 
+/// The vendor's window.
+const WINDOW: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 pub struct Pacer {
     interval: Duration,
     /// Where this pacer's grid starts; shared by the pacers of one client.
     origin: Instant,
     next: Mutex<Instant>,
+    /// Most sends in any rolling second.
+    budget: usize,
+    /// When the sends of the last second went out, oldest first.
+    sent: Mutex<VecDeque<Instant>>,
 }
 
 impl Pacer {
@@ -40,6 +54,8 @@ impl Pacer {
             interval: Duration::from_secs_f64(1.0 / (per_second as f64 * HEADROOM)),
             origin,
             next: Mutex::new(origin),
+            budget: ((per_second as f64 * HEADROOM) as usize).max(1),
+            sent: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -66,8 +82,31 @@ impl Pacer {
         self.origin + Duration::from_nanos((steps * step) as u64)
     }
 
+    /// Waits for a slot, then for room in the rolling second of sends.
     pub async fn acquire(&self) {
         tokio::time::sleep_until(self.reserve()).await;
+        while let Some(room_at) = self.record_send() {
+            tokio::time::sleep_until(room_at).await;
+        }
+    }
+
+    /// Records a send now if the last second has room for it; otherwise
+    /// returns when it will.
+    fn record_send(&self) -> Option<Instant> {
+        let mut sent = self.sent.lock().unwrap();
+        let now = Instant::now();
+        while sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+        {
+            sent.pop_front();
+        }
+        if sent.len() < self.budget {
+            sent.push_back(now);
+            None
+        } else {
+            sent.front().map(|t| *t + WINDOW)
+        }
     }
 
     /// Pushes every later slot back by `pause` (the vendor said slow down).
@@ -125,6 +164,47 @@ mod tests {
             let s = b.reserve();
             assert_eq!((s - origin).as_nanos() % b.interval().as_nanos(), 0);
         }
+    }
+
+    /// Callers hold slots and the process stalls for 200 ms: the callers
+    /// whose slots passed wake together, and the ones due after them must
+    /// wait until the rolling second has room.
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_never_bunches_more_than_the_budget_into_one_second() {
+        let p = std::sync::Arc::new(Pacer::new(200));
+        let sends = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for _ in 0..600 {
+            let (p, sends) = (p.clone(), sends.clone());
+            tasks.push(tokio::spawn(async move {
+                p.acquire().await;
+                sends.lock().unwrap().push(Instant::now());
+            }));
+        }
+        // Every task reserves its slot, then the clock jumps past 40 of them.
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_millis(200)).await;
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut sends = sends.lock().unwrap().clone();
+        sends.sort();
+        assert_eq!(sends.len(), 600);
+        let budget = (200.0 * HEADROOM) as usize;
+        for (i, t) in sends.iter().enumerate() {
+            let in_window = sends[i..].iter().take_while(|s| **s - *t < WINDOW).count();
+            assert!(
+                in_window <= budget,
+                "{in_window} sends in the second after {i}"
+            );
+        }
+        // The stall cost time, not throughput: 600 sends still take about
+        // 600 slots (plus the stall), not a second more.
+        let span = sends[599] - sends[0];
+        assert!(
+            span < Duration::from_secs_f64(600.0 / 194.0 + 0.3),
+            "{span:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
