@@ -15,7 +15,7 @@ use crate::store::{EmitConfig, Store, ops};
 use crate::sync::Syncer;
 use crate::sync::expiry::ExpiryTimer;
 use crate::sync::scheduler::{Plan, Scheduler};
-use crate::tencent::{RetryPolicy, TencentClient};
+use crate::tencent::{RetryPolicy, SharedClient, TencentClient};
 
 /// How the outside steers a running daemon.
 pub struct DaemonControl {
@@ -148,9 +148,10 @@ pub async fn run(
     };
     tasks.spawn(expiry.run(expiry_rx, stop.clone()));
 
+    let shared_client = SharedClient::new(client.clone());
     let propagator = Propagator {
         store: store.clone(),
-        client: client.clone(),
+        client: shared_client.clone(),
         metrics: metrics.clone(),
     };
     let (prop_stop_tx, prop_stop) = watch::channel(false);
@@ -178,7 +179,7 @@ pub async fn run(
         tokio::select! {
             _ = async { let _ = stop_wait.wait_for(|s| *s).await; } => break,
             Some(next) = reload.recv() => {
-                apply_reload(&current, &next, &mut client, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone()).await;
+                apply_reload(&current, &next, &mut client, &shared_client, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone()).await;
                 current = next;
             }
         }
@@ -202,6 +203,7 @@ async fn apply_reload(
     old: &Settings,
     new: &Settings,
     client: &mut Arc<TencentClient>,
+    shared_client: &SharedClient,
     store: &Store,
     metrics: &Arc<Metrics>,
     plans: &mpsc::UnboundedSender<Plan>,
@@ -245,6 +247,7 @@ async fn apply_reload(
             metrics.clone(),
             retry,
         ));
+        shared_client.replace(client.clone());
     }
     let syncer = Syncer::new(client.clone(), store.clone(), metrics.clone(), &new.sync);
     let _ = plans.send(plan(new, syncer));

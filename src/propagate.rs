@@ -17,7 +17,7 @@ use crate::event::{Change, EventType};
 use crate::source::SourceSpec;
 use crate::store::ops::{self, CommittedEvent};
 use crate::store::{Ctx, Notice, Result, Store, StoreError};
-use crate::tencent::{ErrorClass, TencentClient, walk};
+use crate::tencent::{ErrorClass, SharedClient, walk};
 
 /// The vendor computes a ban's end from the duration we send, so the end
 /// it reports may differ from ours by the request's latency.
@@ -138,7 +138,8 @@ struct Job {
 /// Applies queued mirror actions.
 pub struct Propagator {
     pub store: Store,
-    pub client: Arc<TencentClient>,
+    /// Read at the start of each pass, so a reloaded key or region applies.
+    pub client: SharedClient,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -180,6 +181,7 @@ impl Propagator {
             })
             .await?;
         let mut report = PassReport::default();
+        let client = self.client.get();
         // One request carries one duration: group by target, action and end.
         let mut groups: BTreeMap<(String, String, Option<i64>), Vec<Job>> = BTreeMap::new();
         for j in jobs {
@@ -220,7 +222,7 @@ impl Propagator {
                         format!("bansync: mirrored from {origin}")
                     };
                     walk::ban(
-                        &self.client,
+                        &client,
                         &spec,
                         &accounts,
                         (until - now_s).max(1) as u64,
@@ -228,7 +230,7 @@ impl Propagator {
                     )
                     .await
                 } else {
-                    walk::unban(&self.client, &spec, &accounts).await
+                    walk::unban(&client, &spec, &accounts).await
                 };
                 let chunk = chunk.to_vec();
                 let r = self

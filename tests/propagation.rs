@@ -22,7 +22,7 @@ fn engine(dir: &std::path::Path, sim: &Sim, rules: &str) -> Engine {
 fn propagator(e: &Engine) -> Propagator {
     Propagator {
         store: e.store.clone(),
-        client: e.client.clone(),
+        client: e.client.clone().into(),
         metrics: e.metrics.clone(),
     }
 }
@@ -297,4 +297,44 @@ async fn dry_run_shows_the_mirror_actions_without_taking_them() {
     );
     assert!(e.events("group:g").is_empty());
     assert_eq!(sim.calls("live_engine_http_srv/ban_member"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_moves_the_vendor_moves_the_mirror_actions_too() {
+    let (old, new) = (Sim::start(100_000).await, Sim::start(100_000).await);
+    for s in [&old, &new] {
+        s.set(ListKind::Group, "g", &[]);
+        s.set(ListKind::Room, "a", &[]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bansync.db");
+    let sources = "[sources]\ngroups = [\"g\"]\nrooms = [\"a\"]";
+    let rest =
+        "[sync]\ninterval = \"1s\"\n[[propagate]]\nfrom = [\"group:g\"]\nto = [\"room:a\"]\n";
+    let d = start_daemon(load(&write_config(dir.path(), &old, sources, rest))).await;
+    eventually(Duration::from_secs(10), "both sources walked", || {
+        count(&db, "SELECT COUNT(*) FROM sources WHERE walks > 0") == 2
+    })
+    .await;
+    // A new base URL (as a new region or key would) reaches the walks and
+    // the propagator alike: the mirror lands where the origin ban was seen.
+    d.reload
+        .send(load(&write_config(dir.path(), &new, sources, rest)))
+        .unwrap();
+    new.upsert(ListKind::Group, "g", "mallory", now() + 3600);
+    eventually(
+        Duration::from_secs(15),
+        "the mirror reaches the new vendor",
+        || {
+            new.entries(ListKind::Room, "a")
+                .iter()
+                .any(|(a, _)| a == "mallory")
+        },
+    )
+    .await;
+    assert!(
+        old.entries(ListKind::Room, "a").is_empty(),
+        "nothing may go to the vendor the configuration left"
+    );
+    d.shutdown().await;
 }

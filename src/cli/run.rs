@@ -209,7 +209,7 @@ pub fn sync(
             if let Ok(n) = expiry.try_execute().await {
                 events += n;
             }
-            let propagator = Propagator { store: store.clone(), client, metrics: metrics.clone() };
+            let propagator = Propagator { store: store.clone(), client: client.into(), metrics: metrics.clone() };
             if let Err(e) = propagator.try_execute().await {
                 eprintln!("bansync: propagation: {e}");
             }

@@ -56,6 +56,32 @@ struct CachedSig {
     renew_at: Instant,
 }
 
+/// The client of the moment, for long-lived holders (the propagator): a
+/// reload that changes `[tencent]` (key, region, rate) swaps it, and each
+/// holder picks the new one up at its next pass.
+#[derive(Clone)]
+pub struct SharedClient(Arc<std::sync::RwLock<Arc<TencentClient>>>);
+
+impl SharedClient {
+    pub fn new(client: Arc<TencentClient>) -> Self {
+        SharedClient(Arc::new(std::sync::RwLock::new(client)))
+    }
+
+    pub fn get(&self) -> Arc<TencentClient> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn replace(&self, client: Arc<TencentClient>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = client;
+    }
+}
+
+impl From<Arc<TencentClient>> for SharedClient {
+    fn from(client: Arc<TencentClient>) -> Self {
+        SharedClient::new(client)
+    }
+}
+
 pub struct TencentClient {
     http: reqwest::Client,
     settings: TencentSettings,

@@ -8,6 +8,6 @@ pub mod usersig;
 pub mod walk;
 
 pub use api::Api;
-pub use client::{RetryPolicy, TencentClient};
+pub use client::{RetryPolicy, SharedClient, TencentClient};
 pub use errors::{ApiError, ApiErrorKind, ErrorClass};
 pub use walk::{Entry, WalkError};
