@@ -148,6 +148,33 @@ async fn a_failed_walk_changes_nothing() {
     );
 }
 
+/// Another process (an operator's `bansync deliveries retry`, a backup)
+/// holding the write lock past the busy timeout: the walk fails naming the
+/// cause, nothing is stored, and the next walk after the lock goes succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_locked_by_another_process_fails_the_walk_cleanly() {
+    let sim = Sim::start(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path(), &sim, "[sync]\ninitial = \"emit\"");
+    sim.set(ListKind::Room, "r", &[("mallory", now() + 3600)]);
+    let other = rusqlite::Connection::open(&e.settings.store_path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let spec: bansync::source::SourceSpec = "room:r".parse().unwrap();
+    let err = e
+        .syncer
+        .sync_source(&spec, false, &mut |_| {})
+        .await
+        .expect_err("no transaction, no walk");
+    assert!(
+        err.to_string().contains("cannot start a transaction"),
+        "the error names the cause: {err}"
+    );
+    other.execute_batch("COMMIT").unwrap();
+    assert!(e.events("room:r").is_empty(), "nothing stored");
+    e.walk("room:r").await;
+    assert_eq!(e.events("room:r"), [ev("ban.added", "mallory")]);
+}
+
 #[tokio::test]
 async fn expiry_fires_on_time_without_a_walk_and_once_only() {
     let sim = Sim::start(100_000).await;

@@ -22,6 +22,8 @@ pub enum StoreError {
     Sql(String),
     #[error("store: commit failed: {0}")]
     Commit(String),
+    #[error("store: cannot start a transaction: {0}")]
+    Begin(String),
     #[error("store: {0}")]
     Invalid(String),
     #[error("store: the writer has stopped")]
@@ -82,8 +84,10 @@ impl Ctx<'_> {
 }
 
 type Finish = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+/// A job gets the batch's transaction, or the reason there is none.
+type Run = Box<dyn FnOnce(std::result::Result<&mut Ctx<'_>, String>) -> Finish + Send>;
 enum Job {
-    Run(Box<dyn FnOnce(&mut Ctx<'_>) -> Finish + Send>),
+    Run(Run),
     SetEmit(EmitConfig),
 }
 
@@ -181,36 +185,45 @@ impl Store {
         F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job = Job::Run(Box::new(move |ctx: &mut Ctx<'_>| -> Finish {
-            let mark = ctx.notices.len();
-            if let Err(e) = ctx.conn.execute_batch("SAVEPOINT job") {
-                let _ = reply.send(Err(StoreError::from(e)));
-                return Box::new(|_| {});
-            }
-            let r = f(ctx);
-            let undo = rollback || r.is_err();
-            let end = if undo {
-                "ROLLBACK TO job; RELEASE job"
-            } else {
-                "RELEASE job"
-            };
-            if undo {
-                ctx.notices.truncate(mark);
-            }
-            let r = match (r, ctx.conn.execute_batch(end)) {
-                (Ok(_), Err(e)) => Err(StoreError::from(e)),
-                (r, _) => r,
-            };
-            match r {
-                Ok(v) if !rollback => Box::new(move |commit| {
-                    let _ = reply.send(commit.map(|_| v).map_err(StoreError::Commit));
-                }),
-                other => {
-                    let _ = reply.send(other);
-                    Box::new(|_| {})
+        let job = Job::Run(Box::new(
+            move |ctx: std::result::Result<&mut Ctx<'_>, String>| -> Finish {
+                let ctx = match ctx {
+                    Ok(ctx) => ctx,
+                    Err(e) => {
+                        let _ = reply.send(Err(StoreError::Begin(e)));
+                        return Box::new(|_| {});
+                    }
+                };
+                let mark = ctx.notices.len();
+                if let Err(e) = ctx.conn.execute_batch("SAVEPOINT job") {
+                    let _ = reply.send(Err(StoreError::from(e)));
+                    return Box::new(|_| {});
                 }
-            }
-        }));
+                let r = f(ctx);
+                let undo = rollback || r.is_err();
+                let end = if undo {
+                    "ROLLBACK TO job; RELEASE job"
+                } else {
+                    "RELEASE job"
+                };
+                if undo {
+                    ctx.notices.truncate(mark);
+                }
+                let r = match (r, ctx.conn.execute_batch(end)) {
+                    (Ok(_), Err(e)) => Err(StoreError::from(e)),
+                    (r, _) => r,
+                };
+                match r {
+                    Ok(v) if !rollback => Box::new(move |commit| {
+                        let _ = reply.send(commit.map(|_| v).map_err(StoreError::Commit));
+                    }),
+                    other => {
+                        let _ = reply.send(other);
+                        Box::new(|_| {})
+                    }
+                }
+            },
+        ));
         self.tx.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -256,12 +269,19 @@ fn writer_loop(
         let begin = conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| e.to_string());
+        // Without a transaction every job is answered with the reason (the
+        // database locked past the busy timeout by another process, a full
+        // disk): its caller retries, as after a failed commit.
         let finishes: Vec<Finish> = match &begin {
-            Ok(()) => runs.into_iter().map(|f| f(&mut ctx)).collect(),
-            Err(_) => Vec::new(),
+            Ok(()) => runs.into_iter().map(|f| f(Ok(&mut ctx))).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, jobs = runs.len(), "store: cannot start a transaction; the batch's callers will retry");
+                runs.into_iter().map(|f| f(Err(e.clone()))).collect()
+            }
         };
+        let began = begin.is_ok();
         let commit = begin.and_then(|_| conn.execute_batch("COMMIT").map_err(|e| e.to_string()));
-        if let Err(e) = &commit {
+        if began && let Err(e) = &commit {
             tracing::error!(error = %e, "store commit failed; the batch is rolled back and will be retried by its callers");
             let _ = conn.execute_batch("ROLLBACK");
         }
