@@ -29,6 +29,8 @@ struct Opts {
     rate: u32,
     deliveries: usize,
     idle_secs: u64,
+    /// Only the `bansync run` process measurement (quick, for profiling).
+    daemon_only: bool,
     markdown: Option<PathBuf>,
 }
 
@@ -39,6 +41,7 @@ fn parse(args: &[String]) -> Opts {
         rate: 200,
         deliveries: 20_000,
         idle_secs: 30,
+        daemon_only: false,
         markdown: None,
     };
     let mut i = 0;
@@ -50,6 +53,11 @@ fn parse(args: &[String]) -> Opts {
             "--rate" => o.rate = next().parse().expect("--rate N"),
             "--deliveries" => o.deliveries = next().parse().expect("--deliveries N"),
             "--idle" => o.idle_secs = next().parse().expect("--idle SECONDS"),
+            "--daemon-only" => {
+                o.daemon_only = true;
+                i += 1;
+                continue;
+            }
             "--markdown" => o.markdown = Some(PathBuf::from(next())),
             _ => {
                 i += 1;
@@ -178,16 +186,24 @@ fn cpu_seconds() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
+/// "name seconds, ..." of the CPU each thread used since `before`.
+fn thread_cpu_since(before: &BTreeMap<String, f64>, process: &str) -> String {
+    cpu_by_thread(process)
+        .into_iter()
+        .map(|(name, s)| (s - before.get(&name).copied().unwrap_or(0.0), name))
+        .filter(|(s, _)| *s >= 0.005)
+        .map(|(s, name)| format!("{name} {s:.2} s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// CPU seconds by thread name (threads of one name summed), from /proc:
 /// shows where a sweep's CPU goes (runtime worker, store writer, ...).
-fn cpu_by_thread() -> BTreeMap<String, f64> {
+fn cpu_by_thread(process: &str) -> BTreeMap<String, f64> {
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let mut out = BTreeMap::new();
-    for task in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    let tasks = std::fs::read_dir(format!("/proc/{process}/task"));
+    for task in tasks.into_iter().flatten().flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
@@ -304,6 +320,7 @@ async fn daemon_process_sweeps(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (cpu0, t0) = (process_cpu(), Instant::now());
+    let threads0 = cpu_by_thread(&pid.to_string());
     while walked_at_least(2) < total {
         assert!(
             Instant::now() < deadline,
@@ -312,6 +329,7 @@ async fn daemon_process_sweeps(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (cpu, wall) = (process_cpu() - cpu0, t0.elapsed().as_secs_f64());
+    let threads = thread_cpu_since(&threads0, &pid.to_string());
     let entries =
         rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|c| c.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0)))
@@ -324,7 +342,7 @@ async fn daemon_process_sweeps(
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     println!(
-        "  bansync run (pid {pid}), second sweep: {cpu:.2} s CPU over {wall:.1} s (idle wait included), {entries} entries held, peak RSS {:.1} MiB",
+        "  bansync run (pid {pid}), second sweep: {cpu:.2} s CPU ({threads}) over {wall:.1} s (idle wait included), {entries} entries held, peak RSS {:.1} MiB",
         peak_rss_kib as f64 / 1024.0
     );
     drop(child);
@@ -431,6 +449,8 @@ struct Sweep {
     apis: BTreeMap<String, (u64, f64, u64)>,
     /// Per API: calls per whole second over the sweep.
     series: BTreeMap<String, Vec<u64>>,
+    /// Where the CPU went: "thread name seconds, ...".
+    threads: String,
 }
 
 async fn sweep(
@@ -443,7 +463,7 @@ async fn sweep(
 ) -> Sweep {
     post(http, sim, "/sim/stats/reset", json!({})).await;
     let cpu0 = cpu_seconds();
-    let threads0 = cpu_by_thread();
+    let threads0 = cpu_by_thread("self");
     let t0 = Instant::now();
     // Fold each result into counters as it arrives, as the daemon's
     // scheduler does: holding 10,000 reports would measure the benchmark.
@@ -472,13 +492,8 @@ async fn sweep(
     syncer.flush_touches().await.unwrap();
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
-    let by_thread: Vec<String> = cpu_by_thread()
-        .into_iter()
-        .map(|(name, s)| (s - threads0.get(&name).copied().unwrap_or(0.0), name))
-        .filter(|(s, _)| *s >= 0.005)
-        .map(|(s, name)| format!("{name} {s:.2} s"))
-        .collect();
-    println!("  {label}: {:.2} s CPU ({})", cpu, by_thread.join(", "));
+    let threads = thread_cpu_since(&threads0, "self");
+    println!("  {label}: {cpu:.2} s CPU ({threads})");
     let stats: Value = http
         .get(format!("{sim}/sim/stats"))
         .send()
@@ -527,6 +542,7 @@ async fn sweep(
         failed,
         apis,
         series,
+        threads,
     }
 }
 
@@ -621,6 +637,16 @@ async fn bench(o: Opts) {
                     .unwrap(),
             );
         }
+    }
+    if o.daemon_only {
+        let whole = daemon_process_sweeps(&dir, sim_port, o.rate, &sources).await;
+        println!(
+            "`bansync run` process CPU per unchanged entry: {:.2} µs ({} entries)",
+            whole.cpu * 1e6 / whole.entries.max(1) as f64,
+            whole.entries
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
     }
     let path = write_config(&dir, sim_port, o.rate, &sources, "");
     let settings = config::load_with(&path, &Environment::default()).unwrap();
@@ -927,9 +953,12 @@ async fn bench(o: Opts) {
         let text = format!(
             "# Benchmarks\n\nLatest run of `cargo bench --bench bansync -- --sources {} --entries {}` \
              (vendor limit {}/s per API), on {machine}.\n\nThe simulator and the receiver run as separate processes; \
-             CPU and RSS are the benchmark process's own, which does the daemon's work: walking, parsing, diffing, \
-             committing, delivering. The floor is the time the vendor's rate limit allows: the busiest API's requests ÷ {}/s \
-             (three APIs run in parallel).\n\n{out}\nCalls per second per API during the unchanged sweep \
+             the sweeps in the first table run the daemon's code (walking, parsing, diffing, committing) inside the \
+             benchmark process, whose CPU and RSS they report. The rows naming `bansync run` measure the real daemon: \
+             the binary started with every source on an interval, its own process's CPU over its second (unchanged) sweep \
+             and its peak RSS. The floor is the time the vendor's rate limit allows: the busiest API's requests ÷ {}/s \
+             (three APIs run in parallel).\n\n{out}\nCPU by thread in each sweep (the runtime's one worker walks, \
+             parses and diffs; the store's writer thread commits):\n\n{}\n\nCalls per second per API during the unchanged sweep \
              (`benchmarks-calls-per-second.png`: one step per second; red groups, green rooms, blue blocklists, \
              drawn 3 px apart; black line: the vendor's limit; grey grid every 50 calls/s):\n\n\
              ![calls per second per API](benchmarks-calls-per-second.png)\n\n```\n{}\n```\n",
@@ -937,6 +966,11 @@ async fn bench(o: Opts) {
             o.entries,
             o.rate,
             o.rate,
+            sweeps
+                .iter()
+                .map(|s| format!("- {}: {}", s.label, s.threads))
+                .collect::<Vec<_>>()
+                .join("\n"),
             unchanged
                 .series
                 .iter()
