@@ -21,6 +21,11 @@
 //! - every owed delivery is made once the receiver is healthy.
 //!
 //! It prints: trials, faults injected, violations.
+//!
+//! A second set of trials kills the real binary: `bansync run` walks the
+//! three sources every second while the lists churn and is SIGKILLed at
+//! random moments (mid-walk, mid-commit, mid-delivery), then restarted.
+//! The final event log and deliveries must keep the same invariants.
 
 mod common;
 
@@ -381,15 +386,22 @@ async fn randomized_trials_keep_every_invariant() {
             set.spawn(trial(s));
         }
     }
-    println!(
-        "reliability: {trials} trials, {faults} faults injected, {} violations in {:.1}s (seeds {base}..{})",
+    let mut summary = format!(
+        "reliability: {trials} trials, {faults} faults injected, {} violations in {:.1}s (seeds {base}..{})\n",
         violations.len(),
         started.elapsed().as_secs_f64(),
         base + trials
     );
     for v in violations.iter().take(20) {
-        println!("  {v}");
+        summary.push_str(&format!("  {v}\n"));
     }
+    print!("{summary}");
+    // cargo test shows a passing test's output only with --nocapture; CI
+    // prints this file after the run, so the summary is in every CI log.
+    let _ = std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability-summary.txt"),
+        &summary,
+    );
     assert!(
         violations.is_empty(),
         "{} invariant violations",
@@ -398,5 +410,191 @@ async fn randomized_trials_keep_every_invariant() {
     assert!(
         faults >= trials as usize,
         "the trials must actually inject faults"
+    );
+}
+
+/// One trial of real SIGKILLs against the binary.
+async fn kill_trial(seed: u64) -> Trial {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let sim = Sim::start(1_000_000).await;
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bansync.db");
+    let hook = webhook_toml(
+        "h",
+        &rx.url(),
+        "retry_schedule = [\"50ms\", \"50ms\", \"50ms\", \"50ms\", \"50ms\"]\ntimeout = \"1s\"",
+    );
+    let path = write_config(
+        dir.path(),
+        &sim,
+        "[sources]\nrooms = [\"r\"]\ngroups = [\"g\"]\nblocklists = [\"u\"]",
+        &format!(
+            "[sync]\npage_size = 10\ninitial = \"emit\"\ninterval = \"1s\"\nconfirm_delay = \"200ms\"\n\n[http]\nlisten = \"off\"\n\n{hook}"
+        ),
+    );
+    let far = now() + 30 * 86_400;
+    let mut next_account = 0;
+    // Accounts churn has removed at least once: only these may be lifted.
+    let mut removed: HashSet<(&str, String)> = HashSet::new();
+    let mut churn = |rng: &mut StdRng, removed: &mut HashSet<(&str, String)>| {
+        for (kind, id, spec) in SOURCES {
+            for (a, _) in sim.entries(kind, id) {
+                match rng.gen_range(0..8) {
+                    0 => {
+                        sim.remove(kind, id, &a);
+                        removed.insert((spec, a));
+                    }
+                    1 => sim.upsert(kind, id, &a, far + rng.gen_range(3..9)),
+                    _ => {}
+                }
+            }
+            for _ in 0..rng.gen_range(0..12) {
+                next_account += 1;
+                sim.upsert(
+                    kind,
+                    id,
+                    &format!("a{next_account}"),
+                    far + rng.gen_range(0..3),
+                );
+            }
+        }
+    };
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bansync"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("bansync starts")
+    };
+    let mut t = Trial {
+        faults: 0,
+        violations: Vec::new(),
+    };
+    churn(&mut rng, &mut removed);
+    for _ in 0..rng.gen_range(3..6) {
+        let mut child = start();
+        // Let it walk, commit and deliver for a while, churning meanwhile.
+        let life = Duration::from_millis(rng.gen_range(50..1800));
+        tokio::time::sleep(life / 2).await;
+        churn(&mut rng, &mut removed);
+        tokio::time::sleep(life / 2).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        t.faults += 1;
+    }
+    // Lists stop changing; a last run confirms every absence and delivers.
+    let mut child = start();
+    let walks_at = |spec: &str| {
+        count(
+            &db,
+            &format!("SELECT walks FROM sources WHERE spec = '{spec}' AND pending_absent = 0"),
+        )
+    };
+    let base: Vec<i64> = SOURCES.iter().map(|(_, _, s)| walks_at(s)).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let walked = SOURCES
+            .iter()
+            .zip(&base)
+            .all(|((_, _, s), b)| walks_at(s) >= b + 3);
+        let owed = count(&db, "SELECT COUNT(*) FROM deliveries");
+        let events = count(&db, "SELECT COUNT(*) FROM events");
+        if walked && owed == 0 && rx.received().len() as i64 >= events {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            t.violations.push(format!(
+                "seed {seed}: the last run did not settle ({owed} deliveries owed)"
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut all_events = HashSet::new();
+    for (kind, id, spec) in SOURCES {
+        let events = events_of(&db, spec);
+        for (_, kind_s, account, body) in &events {
+            all_events.insert(body["data"]["id"].as_str().unwrap_or_default().to_string());
+            if matches!(kind_s.as_str(), "ban.lifted" | "block.removed")
+                && !removed.contains(&(spec, account.clone()))
+            {
+                t.violations
+                    .push(format!("seed {seed}: {spec}: false {kind_s} of {account}"));
+            }
+        }
+        let view = replay(&events, &mut t.violations, spec);
+        let truth: BTreeMap<String, i64> = sim.entries(kind, id).into_iter().collect();
+        if view != truth {
+            t.violations.push(format!(
+                "seed {seed}: {spec}: events give {} entries, the list holds {} (lost or invented)",
+                view.len(),
+                truth.len()
+            ));
+        }
+    }
+    let received: HashSet<String> = rx.received().into_iter().map(|r| r.id).collect();
+    if received != all_events {
+        t.violations.push(format!(
+            "seed {seed}: {} events, {} delivered, {} of them not events",
+            all_events.len(),
+            received.len(),
+            received.difference(&all_events).count()
+        ));
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_at_random_moments_the_binary_keeps_every_invariant() {
+    let trials: u64 = std::env::var("RELIABILITY_KILL_TRIALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(12);
+    let base: u64 = std::env::var("RELIABILITY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| now() as u64);
+    let started = std::time::Instant::now();
+    let (mut faults, mut violations) = (0, Vec::new());
+    let mut set = tokio::task::JoinSet::new();
+    let mut seeds = (0..trials).map(|i| base + i);
+    for s in seeds.by_ref().take(3) {
+        set.spawn(kill_trial(s));
+    }
+    while let Some(t) = set.join_next().await {
+        let t = t.unwrap();
+        faults += t.faults;
+        violations.extend(t.violations);
+        if let Some(s) = seeds.next() {
+            set.spawn(kill_trial(s));
+        }
+    }
+    let mut summary = format!(
+        "reliability (SIGKILL): {trials} trials, {faults} kills, {} violations in {:.1}s (seeds {base}..{})\n",
+        violations.len(),
+        started.elapsed().as_secs_f64(),
+        base + trials
+    );
+    for v in violations.iter().take(20) {
+        summary.push_str(&format!("  {v}\n"));
+    }
+    print!("{summary}");
+    let _ = std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability-kill-summary.txt"),
+        &summary,
+    );
+    assert!(
+        violations.is_empty(),
+        "{} invariant violations",
+        violations.len()
+    );
+    assert!(
+        faults >= 3 * trials as usize,
+        "every trial kills at least three times"
     );
 }
