@@ -360,22 +360,27 @@ async fn trial(seed: u64) -> Trial {
     t
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn randomized_trials_keep_every_invariant() {
-    let trials: u64 = std::env::var("RELIABILITY_TRIALS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(200);
-    let base: u64 = std::env::var("RELIABILITY_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(20261121);
+/// Runs `trials` trials from seed `base`, `parallel` at a time; prints and
+/// stores the summary line (`what`: "faults injected", "kills"), fails on
+/// any violation, and returns the faults injected.
+async fn run_trials<F, Fut>(
+    name: &str,
+    file: &str,
+    what: &str,
+    trials: u64,
+    base: u64,
+    parallel: usize,
+    trial: F,
+) -> usize
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Trial> + Send + 'static,
+{
     let started = std::time::Instant::now();
     let (mut faults, mut violations) = (0, Vec::new());
     let mut set = tokio::task::JoinSet::new();
     let mut seeds = (0..trials).map(|i| base + i);
-    // A few trials at a time: each is small and mostly waits on loopback.
-    for s in seeds.by_ref().take(8) {
+    for s in seeds.by_ref().take(parallel) {
         set.spawn(trial(s));
     }
     while let Some(t) = set.join_next().await {
@@ -387,7 +392,7 @@ async fn randomized_trials_keep_every_invariant() {
         }
     }
     let mut summary = format!(
-        "reliability: {trials} trials, {faults} faults injected, {} violations in {:.1}s (seeds {base}..{})\n",
+        "{name}: {trials} trials, {faults} {what}, {} violations in {:.1}s (seeds {base}..{})\n",
         violations.len(),
         started.elapsed().as_secs_f64(),
         base + trials
@@ -399,7 +404,7 @@ async fn randomized_trials_keep_every_invariant() {
     // cargo test shows a passing test's output only with --nocapture; CI
     // prints this file after the run, so the summary is in every CI log.
     let _ = std::fs::write(
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability-summary.txt"),
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(file),
         &summary,
     );
     assert!(
@@ -407,6 +412,28 @@ async fn randomized_trials_keep_every_invariant() {
         "{} invariant violations",
         violations.len()
     );
+    faults
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|n| n.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_trials_keep_every_invariant() {
+    let trials = env_u64("RELIABILITY_TRIALS").unwrap_or(200);
+    let base = env_u64("RELIABILITY_SEED").unwrap_or(20261121);
+    // A few trials at a time: each is small and mostly waits on loopback.
+    let faults = run_trials(
+        "reliability",
+        "reliability-summary.txt",
+        "faults injected",
+        trials,
+        base,
+        8,
+        trial,
+    )
+    .await;
     assert!(
         faults >= trials as usize,
         "the trials must actually inject faults"
@@ -551,50 +578,20 @@ async fn kill_trial(seed: u64) -> Trial {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_at_random_moments_the_binary_keeps_every_invariant() {
-    let trials: u64 = std::env::var("RELIABILITY_KILL_TRIALS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(12);
-    let base: u64 = std::env::var("RELIABILITY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| now() as u64);
-    let started = std::time::Instant::now();
-    let (mut faults, mut violations) = (0, Vec::new());
-    let mut set = tokio::task::JoinSet::new();
-    let mut seeds = (0..trials).map(|i| base + i);
-    for s in seeds.by_ref().take(3) {
-        set.spawn(kill_trial(s));
-    }
-    while let Some(t) = set.join_next().await {
-        let t = t.unwrap();
-        faults += t.faults;
-        violations.extend(t.violations);
-        if let Some(s) = seeds.next() {
-            set.spawn(kill_trial(s));
-        }
-    }
-    let mut summary = format!(
-        "reliability (SIGKILL): {trials} trials, {faults} kills, {} violations in {:.1}s (seeds {base}..{})\n",
-        violations.len(),
-        started.elapsed().as_secs_f64(),
-        base + trials
-    );
-    for v in violations.iter().take(20) {
-        summary.push_str(&format!("  {v}\n"));
-    }
-    print!("{summary}");
-    let _ = std::fs::write(
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability-kill-summary.txt"),
-        &summary,
-    );
+    let trials = env_u64("RELIABILITY_KILL_TRIALS").unwrap_or(12);
+    let base = env_u64("RELIABILITY_SEED").unwrap_or_else(|| now() as u64);
+    let kills = run_trials(
+        "reliability (SIGKILL)",
+        "reliability-kill-summary.txt",
+        "kills",
+        trials,
+        base,
+        3,
+        kill_trial,
+    )
+    .await;
     assert!(
-        violations.is_empty(),
-        "{} invariant violations",
-        violations.len()
-    );
-    assert!(
-        faults >= 3 * trials as usize,
+        kills >= 3 * trials as usize,
         "every trial kills at least three times"
     );
 }
