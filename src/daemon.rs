@@ -173,13 +173,12 @@ pub async fn run(
         store = %settings.store_path.display(), "bansync running");
 
     let mut current = settings;
-    let mut client = client;
     let mut stop_wait = stop.clone();
     loop {
         tokio::select! {
             _ = async { let _ = stop_wait.wait_for(|s| *s).await; } => break,
             Some(next) = reload.recv() => {
-                apply_reload(&current, &next, &mut client, &shared_client, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone()).await;
+                apply_reload(&current, &next, &shared_client, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone()).await;
                 current = next;
             }
         }
@@ -202,8 +201,7 @@ pub async fn run(
 async fn apply_reload(
     old: &Settings,
     new: &Settings,
-    client: &mut Arc<TencentClient>,
-    shared_client: &SharedClient,
+    client: &SharedClient,
     store: &Store,
     metrics: &Arc<Metrics>,
     plans: &mpsc::UnboundedSender<Plan>,
@@ -242,14 +240,13 @@ async fn apply_reload(
     // on: walks still in flight and new ones share one rate limit, where
     // two clients would each pace to the full limit.
     if new.tencent != old.tencent {
-        *client = Arc::new(TencentClient::with_retry(
+        client.replace(Arc::new(TencentClient::with_retry(
             new.tencent.clone(),
             metrics.clone(),
             retry,
-        ));
-        shared_client.replace(client.clone());
+        )));
     }
-    let syncer = Syncer::new(client.clone(), store.clone(), metrics.clone(), &new.sync);
+    let syncer = Syncer::new(client.get(), store.clone(), metrics.clone(), &new.sync);
     let _ = plans.send(plan(new, syncer));
     let added = new
         .sources
