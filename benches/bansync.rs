@@ -200,29 +200,38 @@ fn thread_cpu_since(before: &BTreeMap<String, f64>, process: &str) -> String {
 /// CPU seconds by thread name (threads of one name summed), from /proc:
 /// shows where a sweep's CPU goes (runtime worker, store writer, ...).
 fn cpu_by_thread(process: &str) -> BTreeMap<String, f64> {
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let mut out = BTreeMap::new();
     let tasks = std::fs::read_dir(format!("/proc/{process}/task"));
     for task in tasks.into_iter().flatten().flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ..." : comm may hold spaces, so split after ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = stat[open + 1..close].to_string();
-        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after comm.
-        let ticks: f64 =
-            fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
-        *out.entry(name).or_insert(0.0) += ticks / tick;
+        if let Some((name, seconds)) = stat_cpu(&task.path().join("stat")) {
+            *out.entry(name).or_insert(0.0) += seconds;
+        }
     }
     out
 }
 
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// (name, user + system CPU seconds) from a /proc `stat` file.
+fn stat_cpu(path: &Path) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // "pid (comm) state ..." : comm may hold spaces, so split after ')'.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after comm.
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((stat[open + 1..close].to_string(), ticks / per_second))
+}
+
+/// One number from a read-only query of a state file (0 if unreadable).
+fn count(db: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row(sql, [], |r| r.get::<_, i64>(0)))
+        .unwrap_or(0)
+}
+
+/// A `Vm...:` figure (KiB) of `process` ("self" or a pid).
+fn status_kib(process: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .unwrap_or_default()
         .lines()
         .find(|l| l.starts_with(field))
@@ -293,23 +302,14 @@ async fn daemon_process_sweeps(
     let pid = child.0.id();
     let db = ddir.join("bansync.db");
     let walked_at_least = |n: i64| {
-        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .and_then(|c| {
-                c.query_row("SELECT COUNT(*) FROM sources WHERE walks >= ?1", [n], |r| {
-                    r.get::<_, i64>(0)
-                })
-            })
-            .unwrap_or(0)
+        count(
+            &db,
+            &format!("SELECT COUNT(*) FROM sources WHERE walks >= {n}"),
+        )
     };
-    let process_cpu = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-            / tick
-    };
+    // The process's own counters: they keep the time of threads that ended.
+    let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+    let process_cpu = || stat_cpu(&stat).map_or(0.0, |(_, s)| s);
     let total = sources.len() as i64;
     let deadline = Instant::now() + Duration::from_secs(interval * 4 + 60);
     while walked_at_least(1) < total {
@@ -330,17 +330,8 @@ async fn daemon_process_sweeps(
     }
     let (cpu, wall) = (process_cpu() - cpu0, t0.elapsed().as_secs_f64());
     let threads = thread_cpu_since(&threads0, &pid.to_string());
-    let entries =
-        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .and_then(|c| c.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0)))
-            .unwrap_or(0);
-    let peak_rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let entries = count(&db, "SELECT COUNT(*) FROM entries");
+    let peak_rss_kib = status_kib(&pid.to_string(), "VmHWM:");
     println!(
         "  bansync run (pid {pid}), second sweep: {cpu:.2} s CPU ({threads}) over {wall:.1} s (idle wait included), {entries} entries held, peak RSS {:.1} MiB",
         peak_rss_kib as f64 / 1024.0
@@ -683,7 +674,7 @@ async fn bench(o: Opts) {
     sweeps.push(sweep("10% changed", &syncer, &sources, &http, &sim, o.rate).await);
     sweeps.push(sweep("absences confirmed", &syncer, &sources, &http, &sim, o.rate).await);
     let held = sweeps[3].entries;
-    let peak_rss_sweeps = status_kib("VmHWM:");
+    let peak_rss_sweeps = status_kib("self", "VmHWM:");
     let whole = daemon_process_sweeps(&dir, sim_port, o.rate, &sources).await;
 
     // Store throughput alone: events committed per second, no HTTP.
@@ -731,23 +722,14 @@ async fn bench(o: Opts) {
             Default::default(),
             Default::default(),
         ));
-        let walked = |db: &Path| {
-            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .and_then(|c| {
-                    c.query_row("SELECT COUNT(*) FROM sources WHERE walks > 0", [], |r| {
-                        r.get::<_, i64>(0)
-                    })
-                })
-                .unwrap_or(0)
-        };
-        while walked(&db) < some.len() as i64 {
+        while count(&db, "SELECT COUNT(*) FROM sources WHERE walks > 0") < some.len() as i64 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (c0, t0) = (cpu_seconds(), Instant::now());
         tokio::time::sleep(Duration::from_secs(o.idle_secs)).await;
         let pct = (cpu_seconds() - c0) / t0.elapsed().as_secs_f64() * 100.0;
-        let rss = status_kib("VmRSS:");
+        let rss = status_kib("self", "VmRSS:");
         let _ = stop_tx.send(true);
         let _ = task.await;
         (pct, rss)
@@ -854,7 +836,7 @@ async fn bench(o: Opts) {
             steady_rate,
         )
     };
-    let peak_rss = status_kib("VmHWM:");
+    let peak_rss = status_kib("self", "VmHWM:");
 
     // ---- the table ----
     let mut out = String::new();
