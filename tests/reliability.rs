@@ -94,6 +94,42 @@ fn replay(
     view
 }
 
+/// One round of churn on every list: each account is removed, or moved to
+/// a new end, one time in `odds` each; then fewer than `new_below` new
+/// accounts are added. Returns what was removed, as (source, account).
+fn churn(
+    sim: &Sim,
+    rng: &mut StdRng,
+    far: i64,
+    next_account: &mut u32,
+    odds: u32,
+    new_below: u32,
+) -> Vec<(&'static str, String)> {
+    let mut removed = Vec::new();
+    for (kind, id, spec) in SOURCES {
+        for (a, _) in sim.entries(kind, id) {
+            match rng.gen_range(0..odds) {
+                0 => {
+                    sim.remove(kind, id, &a);
+                    removed.push((spec, a));
+                }
+                1 => sim.upsert(kind, id, &a, far + rng.gen_range(3..9)),
+                _ => {}
+            }
+        }
+        for _ in 0..rng.gen_range(0..new_below) {
+            *next_account += 1;
+            sim.upsert(
+                kind,
+                id,
+                &format!("a{next_account}"),
+                far + rng.gen_range(0..3),
+            );
+        }
+    }
+    removed
+}
+
 async fn trial(seed: u64) -> Trial {
     let mut rng = StdRng::seed_from_u64(seed);
     let sim = Sim::start(1_000_000).await;
@@ -126,26 +162,7 @@ async fn trial(seed: u64) -> Trial {
     };
     let mut next_account = 100;
     for _step in 0..8 {
-        // Churn.
-        for (kind, id, _) in SOURCES {
-            let held = sim.entries(kind, id);
-            for (a, _) in &held {
-                match rng.gen_range(0..10) {
-                    0 => sim.remove(kind, id, a),
-                    1 => sim.upsert(kind, id, a, far + rng.gen_range(3..9)),
-                    _ => {}
-                }
-            }
-            for _ in 0..rng.gen_range(0..4) {
-                next_account += 1;
-                sim.upsert(
-                    kind,
-                    id,
-                    &format!("a{next_account}"),
-                    far + rng.gen_range(0..3),
-                );
-            }
-        }
+        churn(&sim, &mut rng, far, &mut next_account, 10, 4);
         // Faults.
         sim.clear_faults();
         let mut disk_full = false;
@@ -464,29 +481,6 @@ async fn kill_trial(seed: u64) -> Trial {
     let mut next_account = 0;
     // Accounts churn has removed at least once: only these may be lifted.
     let mut removed: HashSet<(&str, String)> = HashSet::new();
-    let mut churn = |rng: &mut StdRng, removed: &mut HashSet<(&str, String)>| {
-        for (kind, id, spec) in SOURCES {
-            for (a, _) in sim.entries(kind, id) {
-                match rng.gen_range(0..8) {
-                    0 => {
-                        sim.remove(kind, id, &a);
-                        removed.insert((spec, a));
-                    }
-                    1 => sim.upsert(kind, id, &a, far + rng.gen_range(3..9)),
-                    _ => {}
-                }
-            }
-            for _ in 0..rng.gen_range(0..12) {
-                next_account += 1;
-                sim.upsert(
-                    kind,
-                    id,
-                    &format!("a{next_account}"),
-                    far + rng.gen_range(0..3),
-                );
-            }
-        }
-    };
     let start = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_bansync"))
             .args(["run", "--config"])
@@ -500,13 +494,13 @@ async fn kill_trial(seed: u64) -> Trial {
         faults: 0,
         violations: Vec::new(),
     };
-    churn(&mut rng, &mut removed);
+    removed.extend(churn(&sim, &mut rng, far, &mut next_account, 8, 12));
     for _ in 0..rng.gen_range(3..6) {
         let mut child = start();
         // Let it walk, commit and deliver for a while, churning meanwhile.
         let life = Duration::from_millis(rng.gen_range(50..1800));
         tokio::time::sleep(life / 2).await;
-        churn(&mut rng, &mut removed);
+        removed.extend(churn(&sim, &mut rng, far, &mut next_account, 8, 12));
         tokio::time::sleep(life / 2).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
