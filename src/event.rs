@@ -116,6 +116,18 @@ impl Change {
         }
     }
 
+    /// `ban.expired`: stamped with the moment the ban ended, not when it
+    /// was noticed (CONTRACT: "for ban.expired: when it took effect").
+    pub fn expired(account: &str, banned_until: i64) -> Self {
+        Self::entry(
+            EventType::BanExpired,
+            account,
+            banned_until,
+            None,
+            banned_until * 1000,
+        )
+    }
+
     pub fn source_state(
         kind: EventType,
         code: Option<i64>,

@@ -169,13 +169,7 @@ pub fn diff_walk(
                     ));
                     if ended(w.value) {
                         // Shortened to an end already past: over now.
-                        out.changes.push(Change::entry(
-                            EventType::BanExpired,
-                            account,
-                            w.value,
-                            None,
-                            w.value * 1000,
-                        ));
+                        out.changes.push(Change::expired(account, w.value));
                         out.upserts
                             .push(present(account, w.value, EntryState::Expired));
                     } else {
@@ -184,13 +178,7 @@ pub fn diff_walk(
                     }
                 } else if ended(w.value) {
                     // The expiry timer has not fired yet; report it once, here.
-                    out.changes.push(Change::entry(
-                        EventType::BanExpired,
-                        account,
-                        w.value,
-                        None,
-                        w.value * 1000,
-                    ));
+                    out.changes.push(Change::expired(account, w.value));
                     out.upserts
                         .push(present(account, w.value, EntryState::Expired));
                 } else if s.state == EntryState::AbsentOnce {
@@ -208,13 +196,7 @@ pub fn diff_walk(
         match s.state {
             EntryState::Expired => out.deletes.push(s.account.clone()),
             _ if ended(s.value) => {
-                out.changes.push(Change::entry(
-                    EventType::BanExpired,
-                    account,
-                    s.value,
-                    None,
-                    s.value * 1000,
-                ));
+                out.changes.push(Change::expired(account, s.value));
                 out.deletes.push(s.account.clone());
             }
             // A shifting walk may have skipped it: no step toward removal.

@@ -330,7 +330,7 @@ pub fn expire_due(ctx: &mut Ctx<'_>, now_ms: i64, limit: usize) -> Result<Vec<Co
         ctx.conn
             .prepare_cached("UPDATE entries SET state = 2, expires_at = NULL WHERE source_id = ?1 AND account = ?2")?
             .execute(params![source_id, account])?;
-        let c = Change::entry(EventType::BanExpired, &account, value, None, value * 1000);
+        let c = Change::expired(&account, value);
         out.push(emit(ctx, source_id, &spec, &c, now_ms)?);
     }
     Ok(out)
