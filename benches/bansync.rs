@@ -17,7 +17,7 @@ use bansync::config::{self, Environment};
 use bansync::delivery::Dispatcher;
 use bansync::metrics::Metrics;
 use bansync::source::SourceSpec;
-use bansync::store::{EmitConfig, Store, now_ms, ops};
+use bansync::store::{EmitConfig, Store, ops};
 use bansync::sync::Syncer;
 use bansync::tencent::TencentClient;
 use futures::StreamExt;
@@ -125,7 +125,9 @@ async fn receiver_process(port_file: &str) {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("")
                         .to_string();
-                    a.lock().unwrap().push((id, now_ms()));
+                    a.lock()
+                        .unwrap()
+                        .push((id, bansync::clock::Clock::system().now_ms()));
                     axum::http::StatusCode::NO_CONTENT
                 },
             ),
@@ -348,7 +350,7 @@ async fn daemon_process_sweeps(
 /// sync engine would (with `initial = emit`): `per` events. Returns them.
 async fn commit_new_list(store: &Store, spec: &str, per: usize) -> usize {
     let spec: SourceSpec = spec.parse().unwrap();
-    let until = now_ms() / 1000 + 86_400;
+    let until = bansync::clock::Clock::system().now_ms() / 1000 + 86_400;
     let entries: Vec<_> = (0..per)
         .map(|j| bansync::tencent::Entry::new(format!("a{j}"), until))
         .collect();
@@ -356,6 +358,7 @@ async fn commit_new_list(store: &Store, spec: &str, per: usize) -> usize {
     let outcome = ops::WalkOutcome::Complete {
         entries,
         digest,
+        started_ms: bansync::clock::Clock::system().now_ms(),
         stable: true,
     };
     store
@@ -364,7 +367,7 @@ async fn commit_new_list(store: &Store, spec: &str, per: usize) -> usize {
                 ctx,
                 &spec,
                 outcome,
-                now_ms(),
+                bansync::clock::Clock::system().now_ms(),
                 bansync::config::Initial::Emit,
             )
         })
@@ -610,7 +613,10 @@ async fn bench(o: Opts) {
         ("room", "r", third),
         ("user", "b", o.sources - 2 * third),
     ];
-    let (ban_end, blocked_at) = (now_ms() / 1000 + 7 * 86_400, now_ms() / 1000 - 3600);
+    let (ban_end, blocked_at) = (
+        bansync::clock::Clock::system().now_ms() / 1000 + 7 * 86_400,
+        bansync::clock::Clock::system().now_ms() / 1000 - 3600,
+    );
     let seed = |offset: usize| -> Value {
         json!(kinds.iter().map(|(k, p, n)| {
             let value = if *k == "user" { blocked_at } else { ban_end };
@@ -655,7 +661,13 @@ async fn bench(o: Opts) {
         settings.tencent.clone(),
         metrics.clone(),
     ));
-    let syncer = Syncer::new(client, store.clone(), metrics.clone(), &settings.sync);
+    let syncer = Syncer::new(
+        client,
+        store.clone(),
+        metrics.clone(),
+        &settings.sync,
+        bansync::clock::Clock::system(),
+    );
 
     let mut sweeps = Vec::new();
     sweeps.push(
@@ -714,6 +726,7 @@ async fn bench(o: Opts) {
             stop,
             reload,
             on_ready: Box::new(|| {}),
+            clock: bansync::clock::Clock::system(),
         };
         let task = tokio::spawn(bansync::run(
             s,
@@ -762,7 +775,12 @@ async fn bench(o: Opts) {
         });
         let (_ctl_tx, ctl) = tokio::sync::mpsc::unbounded_channel();
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let dispatcher = Dispatcher::new(dstore.clone(), s.webhooks.clone(), metrics.clone());
+        let dispatcher = Dispatcher::new(
+            dstore.clone(),
+            s.webhooks.clone(),
+            metrics.clone(),
+            bansync::clock::Clock::system(),
+        );
         let dtask = tokio::spawn(dispatcher.run(drx, ctl, stop, Duration::from_secs(5)));
         let commit = |prefix: String, lists: usize, per: usize| {
             let st = dstore.clone();
@@ -785,7 +803,7 @@ async fn bench(o: Opts) {
         };
         let lists = 200;
         let per = o.deliveries / lists;
-        let t0 = now_ms();
+        let t0 = bansync::clock::Clock::system().now_ms();
         let n = commit("burst".into(), lists, per).await;
         let mut last = 0;
         loop {

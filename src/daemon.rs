@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::delivery::{Control, Dispatcher};
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ pub struct DaemonControl {
     pub reload: mpsc::UnboundedReceiver<Settings>,
     /// Called once everything is up (systemd's READY=1).
     pub on_ready: Box<dyn FnOnce() + Send>,
+    /// The wall clock every part reads (tests step it).
+    pub clock: Clock,
 }
 
 /// How long walks and deliveries in flight may take to finish on stop.
@@ -74,6 +77,7 @@ pub async fn run(
         stop,
         mut reload,
         on_ready,
+        clock,
     } = control;
     let metrics = Arc::new(Metrics::new());
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
@@ -138,13 +142,19 @@ pub async fn run(
     crate::delivery::dispatcher::route_notices(notice_rx, delivery_tx, prop_tx, expiry_tx);
 
     let (dispatch_ctl, dispatch_ctl_rx) = mpsc::unbounded_channel();
-    let dispatcher = Dispatcher::new(store.clone(), settings.webhooks.clone(), metrics.clone());
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        settings.webhooks.clone(),
+        metrics.clone(),
+        clock.clone(),
+    );
     let dispatch_task =
         tokio::spawn(dispatcher.run(delivery_rx, dispatch_ctl_rx, stop.clone(), grace.deliveries));
 
     let expiry = ExpiryTimer {
         store: store.clone(),
         metrics: metrics.clone(),
+        clock: clock.clone(),
     };
     tasks.spawn(expiry.run(expiry_rx, stop.clone()));
 
@@ -153,6 +163,7 @@ pub async fn run(
         store: store.clone(),
         client: shared_client.clone(),
         metrics: metrics.clone(),
+        clock: clock.clone(),
     };
     let (prop_stop_tx, prop_stop) = watch::channel(false);
     let prop_task = tokio::spawn(propagator.run(prop_rx, prop_stop));
@@ -162,6 +173,7 @@ pub async fn run(
         store.clone(),
         metrics.clone(),
         &settings.sync,
+        clock.clone(),
     );
     let (plan_tx, plan_rx) = mpsc::unbounded_channel();
     let scheduler = Scheduler::new(plan(&settings, syncer));
@@ -178,7 +190,7 @@ pub async fn run(
         tokio::select! {
             _ = async { let _ = stop_wait.wait_for(|s| *s).await; } => break,
             Some(next) = reload.recv() => {
-                apply_reload(&current, &next, &shared_client, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone()).await;
+                apply_reload(&current, &next, &shared_client, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone(), &clock).await;
                 current = next;
             }
         }
@@ -208,6 +220,7 @@ async fn apply_reload(
     dispatcher: &mpsc::UnboundedSender<Control>,
     webhook_names: &std::sync::RwLock<Vec<String>>,
     retry: RetryPolicy,
+    clock: &Clock,
 ) {
     if new.store_path != old.store_path {
         tracing::warn!(old = %old.store_path.display(), new = %new.store_path.display(),
@@ -246,7 +259,13 @@ async fn apply_reload(
             retry,
         )));
     }
-    let syncer = Syncer::new(client.get(), store.clone(), metrics.clone(), &new.sync);
+    let syncer = Syncer::new(
+        client.get(),
+        store.clone(),
+        metrics.clone(),
+        &new.sync,
+        clock.clone(),
+    );
     let _ = plans.send(plan(new, syncer));
     let added = new
         .sources

@@ -95,7 +95,7 @@ async fn run(duration: Duration) -> ExitCode {
         .await
         .expect("simulator binds a loopback port");
     let base = format!("http://{sim_addr}");
-    let now = crate::store::now_ms() / 1000;
+    let now = crate::clock::Clock::system().now_s();
     // The estate: two rooms, a group, a room that will vanish, and a user's blocklist.
     control(
         &base,
@@ -205,6 +205,7 @@ listen = "127.0.0.1:0"
         stop,
         reload,
         on_ready: Box::new(|| {}),
+        clock: crate::clock::Clock::system(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.ok();
     let daemon = tokio::spawn(daemon::run(
@@ -286,7 +287,7 @@ listen = "127.0.0.1:0"
         if path == "block" && what.contains("blocks him again") {
             // A new AddBlackTimeStamp is what block.updated reports.
             let mut b = body.clone();
-            b["at"] = json!(crate::store::now_ms() / 1000);
+            b["at"] = json!(crate::clock::Clock::system().now_s());
             control(&base, path, b).await;
         } else {
             control(&base, path, body).await;

@@ -128,6 +128,29 @@ impl Change {
         )
     }
 
+    /// `propagation.applied` / `propagation.failed` about a mirror of
+    /// `account` at `target`.
+    pub fn propagation(
+        kind: EventType,
+        account: &str,
+        target: &crate::source::SourceSpec,
+        until: Option<i64>,
+        error_code: Option<i64>,
+        error_info: Option<String>,
+        at_ms: i64,
+    ) -> Self {
+        Change {
+            kind,
+            account: Some(account.to_string()),
+            value: until,
+            previous: None,
+            at_ms,
+            error_code,
+            error_info,
+            target: Some(target.to_string()),
+        }
+    }
+
     pub fn source_state(
         kind: EventType,
         code: Option<i64>,

@@ -42,7 +42,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     // Gauges come from a read-only connection of their own, off the runtime.
     let gauges = tokio::task::spawn_blocking(move || {
         let conn = crate::store::connect(&path)?;
-        crate::store::queries::gauges(&conn, &names, crate::store::now_ms())
+        crate::store::queries::gauges(&conn, &names, crate::clock::Clock::system().now_ms())
     })
     .await;
     let gauges = match gauges {

@@ -32,7 +32,6 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use bansync::delivery::Dispatcher;
 use bansync::sim::{Fault, ListKind, Mutation};
 use common::*;
 use rand::rngs::StdRng;
@@ -343,11 +342,7 @@ async fn trial(seed: u64) -> Trial {
     }
     // dtx stays alive: a closed notice channel means "shut down" to the dispatcher.
     let db = engine.settings.store_path.clone();
-    let dispatcher = Dispatcher::new(
-        engine.store.clone(),
-        engine.settings.webhooks.clone(),
-        engine.metrics.clone(),
-    );
+    let dispatcher = engine.dispatcher();
     let (_ctl, ctl) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(dispatcher.with_rescan_every(Duration::from_millis(50)).run(

@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use bansync::sim::{ListKind, Mutation};
-use bansync::sync::expiry::ExpiryTimer;
 use common::*;
 
 fn engine(dir: &std::path::Path, sim: &Sim, extra: &str) -> Engine {
@@ -185,10 +184,7 @@ async fn expiry_fires_on_time_without_a_walk_and_once_only() {
     e.walk("room:r").await;
     sim.upsert(ListKind::Room, "r", "brief", end);
     e.walk("room:r").await;
-    let timer = ExpiryTimer {
-        store: e.store.clone(),
-        metrics: e.metrics.clone(),
-    };
+    let timer = e.expiry();
     let (wake_tx, wake) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     // Route the writer's notices the way the daemon does.
@@ -206,7 +202,7 @@ async fn expiry_fires_on_time_without_a_walk_and_once_only() {
         events_of(&db, "room:r").len() == 2
     })
     .await;
-    let detected = bansync::store::now_ms();
+    let detected = bansync::clock::Clock::system().now_ms();
     assert!(
         detected - end * 1000 <= 2000,
         "within 2 s of its end: {} ms late",
@@ -243,26 +239,10 @@ async fn bans_that_ended_while_down_are_reported_at_start_up() {
     } // the "daemon" stops
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let e = engine(dir.path(), &sim, "");
-    let n = ExpiryTimer {
-        store: e.store.clone(),
-        metrics: e.metrics.clone(),
-    }
-    .try_execute()
-    .await
-    .unwrap();
+    let n = e.expiry().try_execute().await.unwrap();
     assert_eq!(n, 1);
     assert_eq!(e.events("group:g")[2], ev("ban.expired", "x"));
-    assert_eq!(
-        ExpiryTimer {
-            store: e.store.clone(),
-            metrics: e.metrics.clone()
-        }
-        .try_execute()
-        .await
-        .unwrap(),
-        0,
-        "once only"
-    );
+    assert_eq!(e.expiry().try_execute().await.unwrap(), 0, "once only");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use super::{BanArgs, SimArgs, load_settings, runtime};
 use crate::config;
 use crate::metrics::Metrics;
 use crate::source::{SourceKind, SourceSpec};
-use crate::store::{self, ops};
+use crate::store::ops;
 use crate::tencent::{TencentClient, usersig, walk};
 
 use super::{fail, open_store as open_rw};
@@ -28,7 +28,13 @@ pub fn retry(
     }
     let conn = open_rw(&settings)?;
     let tx = conn.unchecked_transaction().map_err(fail)?;
-    let n = ops::retry_dead(&tx, webhook.as_deref(), &ids, store::now_ms()).map_err(fail)?;
+    let n = ops::retry_dead(
+        &tx,
+        webhook.as_deref(),
+        &ids,
+        crate::clock::Clock::system().now_ms(),
+    )
+    .map_err(fail)?;
     tx.commit().map_err(fail)?;
     println!("re-queued {n} dead deliveries (a running daemon picks them up within seconds)");
     if !ids.is_empty() && n < ids.len() {
@@ -49,7 +55,7 @@ pub fn replay(config: &Option<PathBuf>, webhook: &str, since: i64) -> Result<Exi
     };
     let conn = open_rw(&settings)?;
     let tx = conn.unchecked_transaction().map_err(fail)?;
-    let n = ops::replay(&tx, hook, since, store::now_ms()).map_err(fail)?;
+    let n = ops::replay(&tx, hook, since, crate::clock::Clock::system().now_ms()).map_err(fail)?;
     tx.commit().map_err(fail)?;
     println!(
         "queued {n} events again for {webhook} (same webhook-id as before; receivers deduplicate)"
@@ -131,7 +137,7 @@ pub fn usersig(
         return Err(ExitCode::from(2));
     }
     let id = identifier.unwrap_or_else(|| t.identifier.clone());
-    let now = (store::now_ms() / 1000) as u64;
+    let now = crate::clock::Clock::system().now_s() as u64;
     println!(
         "{}",
         usersig::generate(t.secret_key.expose(), t.sdkappid, &id, expire, now, None)

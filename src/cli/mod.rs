@@ -179,7 +179,7 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         return Ok(t.timestamp_millis());
     }
     match crate::duration::parse(s) {
-        Ok(d) => Ok(crate::store::now_ms() - d.as_millis() as i64),
+        Ok(d) => Ok(crate::clock::Clock::system().now_ms() - d.as_millis() as i64),
         Err(_) => Err(format!(
             "`{s}` is not an RFC 3339 time (2026-11-21T10:00:00Z) or a duration ago (1h)"
         )),

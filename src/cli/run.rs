@@ -88,6 +88,7 @@ pub fn run(config_path: &Option<PathBuf>) -> Result<ExitCode, ExitCode> {
             on_ready: Box::new(|| {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             }),
+            clock: crate::clock::Clock::system(),
         };
         match daemon::run(settings, listener, control, RetryPolicy::default(), Grace::default()).await {
             Ok(()) => Ok(ExitCode::SUCCESS),
@@ -135,7 +136,8 @@ pub fn sync(
                 ExitCode::from(1)
             })?;
         let client = Arc::new(TencentClient::new(settings.tencent.clone(), metrics.clone()));
-        let syncer = Syncer::new(client.clone(), store.clone(), metrics.clone(), &settings.sync);
+        let clock = crate::clock::Clock::system();
+        let syncer = Syncer::new(client.clone(), store.clone(), metrics.clone(), &settings.sync, clock.clone());
         let bar = if terminal {
             let b = indicatif::ProgressBar::new(sources.len() as u64);
             b.set_style(
@@ -205,11 +207,11 @@ pub fn sync(
         }
         let mut delivered_note = String::new();
         if !dry_run {
-            let expiry = ExpiryTimer { store: store.clone(), metrics: metrics.clone() };
+            let expiry = ExpiryTimer { store: store.clone(), metrics: metrics.clone(), clock: clock.clone() };
             if let Ok(n) = expiry.try_execute().await {
                 events += n;
             }
-            let propagator = Propagator { store: store.clone(), client: client.into(), metrics: metrics.clone() };
+            let propagator = Propagator { store: store.clone(), client: client.into(), metrics: metrics.clone(), clock: clock.clone() };
             if let Err(e) = propagator.try_execute().await {
                 eprintln!("bansync: propagation: {e}");
             }
@@ -217,7 +219,7 @@ pub fn sync(
             let (ptx, _p) = mpsc::unbounded_channel();
             let (etx, _e) = mpsc::unbounded_channel();
             crate::delivery::dispatcher::route_notices(notice_rx, tx, ptx, etx);
-            let dispatcher = Dispatcher::new(store.clone(), settings.webhooks.clone(), metrics.clone());
+            let dispatcher = Dispatcher::new(store.clone(), settings.webhooks.clone(), metrics.clone(), clock.clone());
             dispatcher.drain(rx, Duration::from_secs(120)).await;
             let names: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
             if let Ok(conn) = crate::store::connect(&settings.store_path)

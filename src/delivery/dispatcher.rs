@@ -10,8 +10,10 @@
 //! their commit (no polling, low latency). A lane keeps at most
 //! [`LANE_BUFFER`] deliveries in memory; beyond that it reads the rest from
 //! the store as it drains, so memory stays bounded when a receiver is down.
-//! A periodic rescan picks up work queued by other processes
-//! (`bansync deliveries retry`, `bansync replay`).
+//! Which rows a lane has taken in is kept by [`Lane`] (`lane.rs`), whose
+//! low-water mark never lets it skip a row it owes. A periodic rescan picks
+//! up work queued by other processes (`bansync deliveries retry`,
+//! `bansync replay`); a notice of a later row finds it sooner.
 //!
 //! Each attempt's outcome is committed before its lane moves on. An attempt
 //! cut short by shutdown is not recorded at all: it is neither lost (it stays
@@ -26,39 +28,19 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::lane::{Announced, LANE_BUFFER, Lane};
 use super::schedule;
 use super::sign;
+use crate::clock::Clock;
 use crate::config::WebhookSettings;
 use crate::metrics::Metrics;
 use crate::store::ops::{self, AttemptOutcome};
-use crate::store::{Notice, OwedDelivery, Store, now_ms};
+use crate::store::{Notice, OwedDelivery, Store};
 
-/// Deliveries a lane holds in memory; the rest wait in the store.
-pub const LANE_BUFFER: usize = 64;
+/// How long a lane waits before reading the store again after a failed read.
+const LOAD_RETRY_MS: i64 = 1000;
 
 type LaneKey = (Arc<str>, i64);
-
-#[derive(Default)]
-struct Lane {
-    buf: VecDeque<OwedDelivery>,
-    /// Highest delivery id this lane has taken in (from notices or loads).
-    last_id: i64,
-    /// The store holds owed deliveries beyond `buf`.
-    more_in_store: bool,
-    /// An attempt or a load is under way.
-    busy: bool,
-    /// Notices that arrived while a load was under way.
-    held: Vec<OwedDelivery>,
-    /// Waiting for a retry time (Unix ms).
-    waiting_until: Option<i64>,
-    queued: bool,
-}
-
-impl Lane {
-    fn has_work(&self) -> bool {
-        !self.buf.is_empty() || self.more_in_store
-    }
-}
 
 struct Hook {
     settings: WebhookSettings,
@@ -79,7 +61,8 @@ enum Done {
     },
     Load {
         key: LaneKey,
-        loaded: Vec<OwedDelivery>,
+        /// The rows read, or why the store could not be read.
+        loaded: Result<Vec<OwedDelivery>, String>,
     },
 }
 
@@ -94,6 +77,7 @@ pub struct Dispatcher {
     timers: BinaryHeap<Reverse<(i64, Arc<str>, i64)>>,
     tasks: JoinSet<Done>,
     rescan_every: Duration,
+    clock: Clock,
 }
 
 fn user_agent() -> &'static str {
@@ -101,7 +85,12 @@ fn user_agent() -> &'static str {
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, webhooks: Vec<WebhookSettings>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Store,
+        webhooks: Vec<WebhookSettings>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Self {
         let http = reqwest::Client::builder()
             // Redirects are not followed: a 3xx is a failed attempt.
             .redirect(reqwest::redirect::Policy::none())
@@ -120,6 +109,7 @@ impl Dispatcher {
             timers: BinaryHeap::new(),
             tasks: JoinSet::new(),
             rescan_every: Duration::from_secs(5),
+            clock,
         };
         d.set_webhooks(webhooks);
         d
@@ -149,7 +139,7 @@ impl Dispatcher {
         // deliveries stay owed in the store until the webhook returns.
         let hooks = &self.hooks;
         self.lanes
-            .retain(|(w, _), lane| hooks.contains_key(w) || lane.busy);
+            .retain(|(w, _), lane| hooks.contains_key(w) || lane.busy());
         self.ready.retain(|w, _| hooks.contains_key(w));
     }
 
@@ -162,7 +152,7 @@ impl Dispatcher {
         let names: Vec<String> = self.hooks.keys().map(|k| k.to_string()).collect();
         let scanned = self
             .store
-            .write(move |ctx| {
+            .read(move |ctx| {
                 let disabled = ops::disabled_webhooks(ctx.conn)?;
                 let mut out = Vec::new();
                 for n in names {
@@ -191,30 +181,21 @@ impl Dispatcher {
             }
             for (source, max_id) in lanes {
                 let lk = (key.clone(), source);
-                let lane = self.lanes.entry(lk.clone()).or_default();
-                if max_id > lane.last_id && !lane.more_in_store {
-                    lane.more_in_store = true;
-                }
+                self.lanes
+                    .entry(lk.clone())
+                    .or_default()
+                    .store_has_up_to(max_id);
                 self.schedule(lk);
             }
         }
     }
 
-    fn on_notice(&mut self, d: OwedDelivery) {
-        let Some(key) = self.key_for(&d.webhook) else {
+    fn on_notice(&mut self, a: Announced) {
+        let Some(key) = self.key_for(&a.delivery.webhook) else {
             return;
         };
-        let lk = (key, d.source_id);
-        let lane = self.lanes.entry(lk.clone()).or_default();
-        if lane.busy && lane.more_in_store {
-            lane.held.push(d);
-        } else if lane.more_in_store || lane.buf.len() >= LANE_BUFFER {
-            // The store has it; the lane will read it in order.
-            lane.more_in_store = true;
-        } else if d.id > lane.last_id {
-            lane.last_id = d.id;
-            lane.buf.push_back(d);
-        }
+        let lk = (key, a.delivery.source_id);
+        self.lanes.entry(lk.clone()).or_default().announce(a);
         self.schedule(lk);
     }
 
@@ -223,17 +204,18 @@ impl Dispatcher {
         let Some(lane) = self.lanes.get_mut(&lk) else {
             return;
         };
-        if lane.busy || lane.queued || !lane.has_work() {
+        if lane.busy() || lane.queued || !lane.has_work() {
             return;
         }
+        let now = self.clock.now_ms();
         if let Some(until) = lane.waiting_until {
-            if until > now_ms() {
+            if until > now {
                 return;
             }
             lane.waiting_until = None;
         }
         if let Some(head) = lane.buf.front()
-            && head.next_attempt_ms > now_ms()
+            && head.next_attempt_ms > now
         {
             lane.waiting_until = Some(head.next_attempt_ms);
             self.timers
@@ -267,34 +249,33 @@ impl Dispatcher {
                     continue;
                 };
                 lane.queued = false;
-                if lane.busy {
+                if lane.busy() {
                     continue;
                 }
-                lane.busy = true;
                 *self.in_flight.entry(name.clone()).or_default() += 1;
                 if let Some(d) = lane.buf.front().cloned() {
-                    let (http, store, metrics, hook) = (
+                    lane.attempting = true;
+                    let (http, store, metrics, hook, clock) = (
                         self.http.clone(),
                         self.store.clone(),
                         self.metrics.clone(),
                         hook.clone(),
+                        self.clock.clone(),
                     );
                     self.tasks.spawn(async move {
-                        let outcome = attempt(&http, &store, &metrics, &hook, &d).await;
+                        let outcome = attempt(&http, &store, &metrics, &hook, &clock, &d).await;
                         Done::Attempt { key: lk, outcome }
                     });
                 } else {
+                    lane.loading = true;
                     let store = self.store.clone();
-                    let after = lane.last_id;
+                    let after = lane.load_after();
                     self.tasks.spawn(async move {
                         let (w, s) = (lk.0.to_string(), lk.1);
                         let loaded = store
-                            .write(move |ctx| ops::load_lane(ctx.conn, &w, s, after, LANE_BUFFER))
+                            .read(move |ctx| ops::load_lane(ctx.conn, &w, s, after, LANE_BUFFER))
                             .await
-                            .unwrap_or_else(|e| {
-                                tracing::error!(error = %e, "cannot read owed deliveries; will try again");
-                                Vec::new()
-                            });
+                            .map_err(|e| e.to_string());
                         Done::Load { key: lk, loaded }
                     });
                 }
@@ -309,59 +290,56 @@ impl Dispatcher {
         if let Some(n) = self.in_flight.get_mut(&lk.0) {
             *n = n.saturating_sub(1);
         }
+        let now = self.clock.now_ms();
         let Some(lane) = self.lanes.get_mut(&lk) else {
             return;
         };
-        lane.busy = false;
         match done {
-            Done::Load { loaded, .. } => {
-                lane.more_in_store = loaded.len() >= LANE_BUFFER;
-                for d in loaded {
-                    lane.last_id = lane.last_id.max(d.id);
-                    lane.buf.push_back(d);
-                }
-                let held = std::mem::take(&mut lane.held);
-                for d in held {
-                    if d.id > lane.last_id {
-                        if lane.more_in_store || lane.buf.len() >= LANE_BUFFER {
-                            lane.more_in_store = true;
-                        } else {
-                            lane.last_id = d.id;
-                            lane.buf.push_back(d);
+            Done::Load {
+                loaded: Ok(rows), ..
+            } => lane.loaded(rows),
+            Done::Load { loaded: Err(e), .. } => {
+                // Nothing the load would have read is dropped: the lane
+                // still owes it and reads again shortly.
+                tracing::error!(webhook = %lk.0, error = %e, "cannot read owed deliveries; will try again");
+                lane.load_failed();
+                lane.waiting_until = Some(now + LOAD_RETRY_MS);
+                self.timers
+                    .push(Reverse((now + LOAD_RETRY_MS, lk.0.clone(), lk.1)));
+            }
+            Done::Attempt { outcome, .. } => {
+                lane.attempting = false;
+                match outcome {
+                    Some(AttemptOutcome::Delivered { .. }) | Some(AttemptOutcome::Dead { .. }) => {
+                        lane.buf.pop_front();
+                    }
+                    Some(AttemptOutcome::Failed {
+                        next_attempt_ms, ..
+                    }) => {
+                        if let Some(head) = lane.buf.front_mut() {
+                            head.attempts += 1;
+                            head.next_attempt_ms = next_attempt_ms;
+                        }
+                    }
+                    Some(AttemptOutcome::Gone) => {
+                        if let Some(h) = self.hooks.get(&lk.0) {
+                            h.disabled.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    // Not recorded (the store refused): try again shortly.
+                    None => {
+                        if let Some(head) = lane.buf.front_mut() {
+                            head.next_attempt_ms = now + 1000;
                         }
                     }
                 }
             }
-            Done::Attempt { outcome, .. } => match outcome {
-                Some(AttemptOutcome::Delivered { .. }) | Some(AttemptOutcome::Dead { .. }) => {
-                    lane.buf.pop_front();
-                }
-                Some(AttemptOutcome::Failed {
-                    next_attempt_ms, ..
-                }) => {
-                    if let Some(head) = lane.buf.front_mut() {
-                        head.attempts += 1;
-                        head.next_attempt_ms = next_attempt_ms;
-                    }
-                }
-                Some(AttemptOutcome::Gone) => {
-                    if let Some(h) = self.hooks.get(&lk.0) {
-                        h.disabled.store(true, Ordering::Relaxed);
-                    }
-                }
-                // Not recorded (the store refused): try again shortly.
-                None => {
-                    if let Some(head) = lane.buf.front_mut() {
-                        head.next_attempt_ms = now_ms() + 1000;
-                    }
-                }
-            },
         }
         self.schedule(lk);
     }
 
     fn fire_timers(&mut self) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         while let Some(Reverse((due, _, _))) = self.timers.peek() {
             if *due > now {
                 break;
@@ -398,7 +376,7 @@ impl Dispatcher {
     /// unrecorded (they stay owed).
     pub async fn run(
         mut self,
-        mut notices: mpsc::UnboundedReceiver<OwedDelivery>,
+        mut notices: mpsc::UnboundedReceiver<Announced>,
         mut control: mpsc::UnboundedReceiver<Control>,
         mut stop: tokio::sync::watch::Receiver<bool>,
         grace: Duration,
@@ -410,7 +388,7 @@ impl Dispatcher {
             self.start_ready();
             let timer = self
                 .next_timer()
-                .map(|due| Duration::from_millis((due - now_ms()).max(0) as u64));
+                .map(|due| Duration::from_millis((due - self.clock.now_ms()).max(0) as u64));
             tokio::select! {
                 biased;
                 _ = stop.changed() => if *stop.borrow() { break },
@@ -439,7 +417,7 @@ impl Dispatcher {
     /// Deliveries waiting for a later retry time are left to the daemon.
     pub async fn drain(
         mut self,
-        mut notices: mpsc::UnboundedReceiver<OwedDelivery>,
+        mut notices: mpsc::UnboundedReceiver<Announced>,
         deadline: Duration,
     ) {
         let until = tokio::time::Instant::now() + deadline;
@@ -485,10 +463,11 @@ async fn attempt(
     store: &Store,
     metrics: &Metrics,
     hook: &Hook,
+    clock: &Clock,
     d: &OwedDelivery,
 ) -> Option<AttemptOutcome> {
     let w = &hook.settings;
-    let timestamp = now_ms() / 1000;
+    let timestamp = clock.now_s();
     let signature = sign::signature_header(&hook.keys, &d.event_id, timestamp, d.body.as_bytes());
     let started = std::time::Instant::now();
     let response = http
@@ -510,7 +489,12 @@ async fn attempt(
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| schedule::parse_retry_after(v, chrono::Utc::now()));
+                .and_then(|v| {
+                    schedule::parse_retry_after(
+                        v,
+                        chrono::DateTime::from_timestamp_millis(clock.now_ms()).unwrap_or_default(),
+                    )
+                });
             (Some(status), Some(format!("HTTP {status}")), retry_after)
         }
         Err(e) => {
@@ -524,7 +508,7 @@ async fn attempt(
             (None, Some(what), None)
         }
     };
-    let now = now_ms();
+    let now = clock.now_ms();
     let outcome = match (status, error) {
         (Some(s), None) => AttemptOutcome::Delivered { status: s },
         (Some(410), _) => AttemptOutcome::Gone,
@@ -582,15 +566,15 @@ async fn attempt(
 /// Splits store notices: deliveries to the dispatcher, the rest to their owners.
 pub fn route_notices(
     mut rx: mpsc::UnboundedReceiver<Notice>,
-    deliveries: mpsc::UnboundedSender<OwedDelivery>,
+    deliveries: mpsc::UnboundedSender<Announced>,
     propagation: mpsc::UnboundedSender<()>,
     expiry: mpsc::UnboundedSender<()>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(n) = rx.recv().await {
             match n {
-                Notice::Delivery(d) => {
-                    let _ = deliveries.send(d);
+                Notice::Delivery(a) => {
+                    let _ = deliveries.send(a);
                 }
                 Notice::Propagation => {
                     let _ = propagation.send(());

@@ -2,6 +2,7 @@
 //! dispatcher that keeps per-source order.
 
 pub mod dispatcher;
+pub mod lane;
 pub mod schedule;
 pub mod sign;
 

@@ -9,8 +9,9 @@
 //!  (new) ───────────▶ Present ───────────────▶ AbsentOnce ───────────▶ (gone: *.lifted / block.removed)
 //!                      ▲  │ end passed              │ seen again (no event, or *.updated)
 //!                      │  ▼ (ban.expired)           ▼
-//!  seen with a later ─ Expired ◀─────────────── Present
-//!  end: ban.added      │ missing: dropped silently
+//!  seen with another ─ Expired ◀─────────────── Present
+//!  end: ban.added      │ missing: dropped silently; seen with the same end
+//!                      │ (the vendor lags, the clock stepped back): nothing
 //! ```
 //!
 //! An absence is never reported on the strength of one walk: offsets shift
@@ -142,7 +143,11 @@ pub fn diff_walk(
                     .push(present(account, w.value, EntryState::Present));
             }
             Some(s) if s.state == EntryState::Expired => {
-                if !ended(w.value) {
+                if w.value == s.value {
+                    // The ban already reported ended, still listed (the
+                    // vendor lags, or the clock stepped back): the same
+                    // ban, not a new one.
+                } else if !ended(w.value) {
                     // Banned again after the previous ban ended.
                     out.changes.push(Change::entry(
                         EventType::BanAdded,
@@ -225,13 +230,24 @@ pub fn diff_walk(
     out
 }
 
-/// Order-independent fingerprint of a walked list. When a walk's digest
-/// equals the last one and no absence awaits confirmation, the diff is
-/// known to be empty and the stored entries need not be read.
+/// Order-independent fingerprint of a walked list.
+///
+/// The store keeps the fingerprint of what it *holds* for a source (see
+/// [`digest_pairs`]), never of a walk: a walk whose fingerprint equals it
+/// sees exactly what is stored, so (with no absence awaiting confirmation)
+/// its diff is empty and the stored entries need not be read. A walk that
+/// skipped an entry (the list shifted under it) leaves that entry stored,
+/// so the next walk without it cannot look unchanged.
 pub fn digest(entries: &[Entry]) -> [u8; 24] {
-    let (mut sum, mut mix) = (0u64, 0u64);
-    for e in entries {
-        let x = entry_hash(&e.account, e.value);
+    digest_pairs(entries.iter().map(|e| (e.account.as_str(), e.value)))
+}
+
+/// [`digest`] of (account, value) pairs, in any order.
+pub fn digest_pairs<'a>(entries: impl Iterator<Item = (&'a str, i64)>) -> [u8; 24] {
+    let (mut sum, mut mix, mut n) = (0u64, 0u64, 0u64);
+    for (account, value) in entries {
+        n += 1;
+        let x = entry_hash(account, value);
         sum = sum.wrapping_add(x);
         mix = mix.wrapping_add(
             x.rotate_left(29).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD6E8_FEB8_6659_FD93,
@@ -240,8 +256,34 @@ pub fn digest(entries: &[Entry]) -> [u8; 24] {
     let mut d = [0u8; 24];
     d[..8].copy_from_slice(&sum.to_le_bytes());
     d[8..16].copy_from_slice(&mix.to_le_bytes());
-    d[16..].copy_from_slice(&(entries.len() as u64).to_le_bytes());
+    d[16..].copy_from_slice(&n.to_le_bytes());
     d
+}
+
+/// The entries stored after `outcome` is applied to `stored`.
+pub fn stored_after<'a>(
+    stored: &'a [StoredEntry],
+    outcome: &'a DiffOutcome,
+) -> impl Iterator<Item = (&'a str, i64)> {
+    let changed: HashMap<&str, i64> = outcome
+        .upserts
+        .iter()
+        .map(|u| (u.account.as_str(), u.value))
+        .collect();
+    let deleted: std::collections::HashSet<&str> =
+        outcome.deletes.iter().map(String::as_str).collect();
+    let kept = stored
+        .iter()
+        .filter(move |s| {
+            !deleted.contains(s.account.as_str()) && !changed.contains_key(s.account.as_str())
+        })
+        .map(|s| (s.account.as_str(), s.value));
+    kept.chain(
+        outcome
+            .upserts
+            .iter()
+            .map(|u| (u.account.as_str(), u.value)),
+    )
 }
 
 /// A fast 64-bit hash of one entry (multiply-rotate over 8-byte words,

@@ -31,10 +31,6 @@ pub const DEMO_KEY: &str = "bansync-demo-secret-key-0123456789abcdef";
 
 pub type Shared = Arc<Mutex<SimState>>;
 
-fn unix_now() -> i64 {
-    crate::store::now_ms() / 1000
-}
-
 /// Builds the simulator's router over `state`.
 pub fn router(state: Shared) -> Router {
     Router::new()
@@ -152,7 +148,7 @@ fn handle(s: &mut SimState, path: &str, q: &HashMap<String, String>, body: &[u8]
         return err(s, api, 60015, "identifier missing");
     };
     let sig = q.get("usersig").map(String::as_str).unwrap_or("");
-    let now = unix_now();
+    let now = s.clock.now_s();
     let cached = s.sig_cache.get(sig).is_some_and(|exp| (now as u64) <= *exp);
     if !cached {
         match usersig::verify(sig, &s.key, s.sdkappid, identifier, now as u64) {
@@ -550,7 +546,7 @@ async fn ctl_ban(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) ->
     };
     let until = match (t.until, t.duration) {
         (Some(u), None) => u,
-        (None, Some(d)) => unix_now() + d,
+        (None, Some(d)) => st.lock().unwrap().clock.now_s() + d,
         _ => return bad("give until (Unix seconds) or duration (seconds)"),
     };
     let mut s = st.lock().unwrap();
@@ -580,8 +576,8 @@ async fn ctl_block(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) 
     let Some(user) = t.user.clone() else {
         return bad("user missing");
     };
-    let at = t.at.unwrap_or_else(unix_now);
     let mut s = st.lock().unwrap();
+    let at = t.at.unwrap_or_else(|| s.clock.now_s());
     let list = s.users.entry(user).or_default();
     for a in t.accounts() {
         list.upsert(&a, at);
@@ -636,8 +632,8 @@ async fn ctl_seed(
     State(st): State<Shared>,
     axum::Json(specs): axum::Json<Vec<SeedSpec>>,
 ) -> Response {
-    let now = unix_now();
     let mut s = st.lock().unwrap();
+    let now = s.clock.now_s();
     let mut lists = 0;
     for spec in specs {
         let value = if let Some(v) = spec.value {

@@ -128,6 +128,8 @@ pub struct SimState {
     /// Sigs already verified, with the Unix time they expire.
     pub sig_cache: HashMap<String, u64>,
     pub request_seq: u64,
+    /// The vendor's wall clock (tests step it).
+    pub clock: crate::clock::Clock,
 }
 
 impl SimState {
@@ -147,6 +149,7 @@ impl SimState {
             stats: BTreeMap::new(),
             sig_cache: HashMap::new(),
             request_seq: 0,
+            clock: crate::clock::Clock::system(),
         }
     }
 
@@ -177,7 +180,7 @@ impl SimState {
         }
         w.push_back(now);
         stats.max_in_window = stats.max_in_window.max(w.len() as u64);
-        let sec = crate::store::now_ms() / 1000;
+        let sec = self.clock.now_s();
         *stats.per_second.entry(sec).or_default() += 1;
         true
     }

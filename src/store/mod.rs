@@ -3,7 +3,9 @@
 //! transaction, so many small writes cost one commit while each job stays
 //! atomic on its own. Replies are sent only after the commit succeeded.
 
+pub mod mirrors;
 pub mod ops;
+pub mod propagation;
 pub mod queries;
 mod schema;
 
@@ -51,10 +53,20 @@ pub struct OwedDelivery {
     pub committed_ms: i64,
 }
 
+/// A delivery the writer announces after its commit.
+#[derive(Debug, Clone)]
+pub struct Announced {
+    pub delivery: OwedDelivery,
+    /// The id of the lane's previous owed delivery when it was committed:
+    /// the dispatcher takes this one straight in only if it has that one.
+    pub prev_owed: Option<i64>,
+}
+
 /// What the writer tells other parts after a commit.
 #[derive(Debug, Clone)]
 pub enum Notice {
-    Delivery(OwedDelivery),
+    /// A delivery was committed (with the lane's previous owed delivery).
+    Delivery(Announced),
     /// Mirror actions were queued.
     Propagation,
     /// Ban end times changed: the expiry timer should look again.
@@ -96,6 +108,8 @@ enum Job {
 pub struct Store {
     tx: mpsc::Sender<Job>,
     path: Arc<PathBuf>,
+    /// Reads still to fail on purpose (tests of what a failed read leaves).
+    failing_reads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Opens a connection with the settings every connection needs.
@@ -154,6 +168,7 @@ impl Store {
         Ok(Store {
             tx,
             path: Arc::new(path.to_path_buf()),
+            failing_reads: Arc::default(),
         })
     }
 
@@ -168,6 +183,30 @@ impl Store {
         F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
     {
         self.job(f, false).await
+    }
+
+    /// Runs `f` to read, without keeping anything it wrote.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
+    {
+        use std::sync::atomic::Ordering;
+        if self
+            .failing_reads
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Begin("injected read failure".into()));
+        }
+        self.job(f, true).await
+    }
+
+    /// Makes the next `n` reads fail, as a busy or broken store would.
+    #[doc(hidden)]
+    pub fn fail_next_reads(&self, n: usize) {
+        self.failing_reads
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Runs `f` and rolls it back: for `--dry-run`, which must store nothing.
@@ -297,11 +336,4 @@ fn writer_loop(
             }
         }
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

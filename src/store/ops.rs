@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use rusqlite::{OptionalExtension, params};
 
+use super::mirrors::Job;
+use super::propagation::{self, Planned, ToEmit};
 use super::{Ctx, Notice, OwedDelivery, Result, StoreError};
 use crate::config::Initial;
 use crate::diff::{self, EntryState, StoredEntry};
 use crate::event::{self, Change, EventType};
+use crate::propagate::decide::{Answer, Read, Request, Window};
 use crate::source::{SourceKind, SourceSpec};
 use crate::tencent::Entry;
 
@@ -71,6 +74,19 @@ pub fn emit(
     change: &Change,
     now_ms: i64,
 ) -> Result<CommittedEvent> {
+    emit_observed(ctx, source_id, spec, change, now_ms, now_ms)
+}
+
+/// [`emit`] for a change a walk found: `read_from_ms` is when the walk
+/// started (what it saw may predate anything acted on since).
+pub fn emit_observed(
+    ctx: &mut Ctx<'_>,
+    source_id: i64,
+    spec: &SourceSpec,
+    change: &Change,
+    read_from_ms: i64,
+    now_ms: i64,
+) -> Result<CommittedEvent> {
     let seq: i64 = ctx
         .conn
         .prepare_cached(
@@ -112,19 +128,88 @@ pub fn emit(
             )?
             .execute(params![&*webhook, rowid, source_id, now_ms])?;
         let id = ctx.conn.last_insert_rowid();
-        ctx.notify(Notice::Delivery(OwedDelivery {
-            id,
-            webhook,
-            source_id,
-            event_id: event_id.clone(),
-            body: body.clone(),
-            attempts: 0,
-            next_attempt_ms: now_ms,
-            committed_ms: now_ms,
+        // The lane's previous owed delivery: the dispatcher takes this one
+        // straight in only if it has taken that one (see delivery::lane).
+        let prev_owed: Option<i64> = ctx
+            .conn
+            .prepare_cached(
+                "SELECT MAX(id) FROM deliveries WHERE webhook = ?1 AND source_id = ?2 AND state = 0 AND id < ?3",
+            )?
+            .query_row(params![&*webhook, source_id, id], |r| r.get(0))?;
+        ctx.notify(Notice::Delivery(super::Announced {
+            delivery: OwedDelivery {
+                id,
+                webhook,
+                source_id,
+                event_id: event_id.clone(),
+                body: body.clone(),
+                attempts: 0,
+                next_attempt_ms: now_ms,
+                committed_ms: now_ms,
+            },
+            prev_owed,
         }));
     }
-    crate::propagate::queue_for_event(ctx, source_id, spec, &committed, now_ms)?;
+    let observed = propagation::Observation {
+        source_id,
+        spec,
+        rowid,
+        kind: change.kind,
+        account: change.account.as_deref(),
+        value: change.value,
+        read_from_ms,
+    };
+    let follow = propagation::on_event(ctx, observed, now_ms)?;
+    for c in &follow {
+        emit(ctx, source_id, spec, c, now_ms)?;
+    }
     Ok(committed)
+}
+
+/// Emits what the store's propagation logic asked for.
+fn emit_all(ctx: &mut Ctx<'_>, events: Vec<ToEmit>, now_ms: i64) -> Result<Vec<CommittedEvent>> {
+    events
+        .into_iter()
+        .map(|e| emit(ctx, e.source_id, &e.spec, &e.change, now_ms))
+        .collect()
+}
+
+/// Decides what a due mirror job does after a fresh read of its target.
+pub fn plan_mirror_job(
+    ctx: &mut Ctx<'_>,
+    job: &Job,
+    read: Read,
+    now_ms: i64,
+    max_call_s: i64,
+) -> Result<(Planned, Vec<CommittedEvent>)> {
+    let (planned, events) = propagation::plan(ctx, job, read, now_ms, max_call_s)?;
+    Ok((planned, emit_all(ctx, events, now_ms)?))
+}
+
+/// Records how a mirror job's request ended.
+pub fn finish_mirror_job(
+    ctx: &mut Ctx<'_>,
+    job: &Job,
+    request: Request,
+    answer: Answer,
+    window: Window,
+    error: Option<(Option<i64>, String)>,
+    now_ms: i64,
+) -> Result<Vec<CommittedEvent>> {
+    let events = propagation::answer(ctx, job, request, answer, window, error, now_ms)?;
+    emit_all(ctx, events, now_ms)
+}
+
+/// A mirror job's target could not be read (`gone`: it does not exist).
+pub fn mirror_read_failed(
+    ctx: &mut Ctx<'_>,
+    job: &Job,
+    gone: Option<(Option<i64>, String)>,
+    error: &str,
+    now_ms: i64,
+) -> Result<Vec<CommittedEvent>> {
+    let events = propagation::read_failed(ctx, job, gone, error, now_ms)?;
+    emit_all(ctx, events, now_ms)
 }
 
 /// How a walk ended, as the store records it.
@@ -133,6 +218,8 @@ pub enum WalkOutcome {
     Complete {
         entries: Vec<Entry>,
         digest: [u8; 24],
+        /// When the walk started (Unix ms).
+        started_ms: i64,
         /// False when the list kept shifting under the walk: its absences
         /// do not count.
         stable: bool,
@@ -150,9 +237,11 @@ pub struct WalkReport {
     pub changes: Vec<Change>,
     pub entries: i64,
     pub pending_absent: i64,
-    /// The list was identical to the last walk: nothing was read or written
-    /// but the source's walk time.
+    /// The list was identical to what is stored: nothing was read or
+    /// written but the source's walk time.
     pub unchanged: bool,
+    /// The fingerprint of what is stored for the source after this walk.
+    pub digest: Option<[u8; 24]>,
     /// Mirror actions the events queued: (action, account, target, until).
     pub mirrors: Vec<(String, String, String, Option<i64>)>,
 }
@@ -198,6 +287,7 @@ pub fn apply_walk(
         WalkOutcome::Complete {
             entries,
             digest,
+            started_ms,
             stable,
         } => {
             let first_walk = row.status == "new";
@@ -215,6 +305,7 @@ pub fn apply_walk(
                     .execute(params![row.id, now_ms])?;
                 report.unchanged = true;
                 report.entries = entries.len() as i64;
+                report.digest = Some(digest);
                 return Ok(report);
             }
             if restored {
@@ -227,8 +318,13 @@ pub fn apply_walk(
                 spec.kind, &stored, &entries, now_ms, first_walk, initial, stable,
             );
             write_entries(ctx, row.id, spec.kind, &outcome.upserts, &outcome.deletes)?;
+            // The fingerprint of what is now stored, not of this walk.
+            let held = diff::digest_pairs(diff::stored_after(&stored, &outcome));
+            report.digest = Some(held);
             for c in &outcome.changes {
-                report.events.push(emit(ctx, row.id, spec, c, now_ms)?);
+                report
+                    .events
+                    .push(emit_observed(ctx, row.id, spec, c, started_ms, now_ms)?);
             }
             report.changes.extend(outcome.changes);
             let (count, absent): (i64, i64) = ctx
@@ -241,7 +337,7 @@ pub fn apply_walk(
                      last_complete_walk_at = ?5, last_attempt_at = ?5, walks = walks + 1,
                      last_error = NULL, consecutive_failures = 0 WHERE id = ?1",
                 )?
-                .execute(params![row.id, &digest[..], count, absent, now_ms])?;
+                                .execute(params![row.id, &held[..], count, absent, now_ms])?;
             report.entries = count;
             report.pending_absent = absent;
             if spec.kind.is_ban_list() && !outcome.upserts.is_empty() {

@@ -104,4 +104,48 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (target, account)
     ) WITHOUT ROWID;
     "#,
+    // 3: mirrors carry an ownership state and the windows of ends
+    // bansync's requests may have set (propagate::decide). Existing mirrors
+    // were recorded without their request times: their end, give or take
+    // the old five-second tolerance, stands for their window.
+    r#"
+    CREATE TABLE mirrors_v3 (
+        target TEXT NOT NULL,
+        account TEXT NOT NULL,
+        origin_source TEXT NOT NULL,
+        origin_event INTEGER NOT NULL,
+        -- the end the mirror carries (the origin's)
+        banned_until INTEGER NOT NULL,
+        -- pending | owned | failed | cancelled | lifting | lifted | released
+        state TEXT NOT NULL,
+        -- "lo:hi lo:hi ...": ends bansync's recent requests may have set
+        windows TEXT NOT NULL DEFAULT '',
+        -- of those, the ones that can be on the list now
+        current_windows TEXT NOT NULL DEFAULT '',
+        -- a request that is out: since (Unix s), the end it carries, its longest wait (s)
+        in_flight_since INTEGER,
+        in_flight_until INTEGER,
+        in_flight_max INTEGER,
+        -- the target's own running ban end before the mirror extended it
+        prior_until INTEGER,
+        -- the propagations row that acts for this record
+        job INTEGER,
+                -- "lo:hi": ends a restore of the target's own ban may have set
+        restore_window TEXT,
+        -- when bansync's last request for it was answered (Unix s)
+        acted_s INTEGER,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (target, account)
+    ) WITHOUT ROWID;
+    INSERT INTO mirrors_v3 (target, account, origin_source, origin_event, banned_until, state, windows,
+                            current_windows, prior_until, updated_ms)
+        SELECT target, account, origin_source, origin_event, banned_until, 'owned',
+               (banned_until - 5) || ':' || (banned_until + 5), (banned_until - 5) || ':' || (banned_until + 5),
+               prior_until, applied_ms FROM mirrors;
+    DROP TABLE mirrors;
+    ALTER TABLE mirrors_v3 RENAME TO mirrors;
+    CREATE INDEX mirrors_closed ON mirrors(updated_ms) WHERE state IN ('lifted', 'released', 'cancelled');
+    -- Lifts queued by the old design are decided afresh (after a read of the target).
+    UPDATE propagations SET action = 'lift' WHERE state = 0 AND action IN ('unban', 'restore');
+    "#,
 ];

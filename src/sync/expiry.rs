@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::clock::Clock;
 use crate::store::ops;
-use crate::store::{Result, Store, now_ms};
+use crate::store::{Result, Store};
 
 /// Expiries emitted per transaction; more are taken in the next round.
 const BATCH: usize = 5_000;
@@ -18,6 +19,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 pub struct ExpiryTimer {
     pub store: Store,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub clock: Clock,
 }
 
 impl ExpiryTimer {
@@ -25,7 +27,7 @@ impl ExpiryTimer {
     pub async fn try_execute(&self) -> Result<usize> {
         let mut total = 0;
         loop {
-            let now = now_ms();
+            let now = self.clock.now_ms();
             let events = self
                 .store
                 .write(move |ctx| ops::expire_due(ctx, now, BATCH))
@@ -57,7 +59,7 @@ impl ExpiryTimer {
             }
             let sleep = match self.next_due().await {
                 Ok(Some(due)) => {
-                    Duration::from_millis((due - now_ms()).max(0) as u64).min(MAX_SLEEP)
+                    Duration::from_millis((due - self.clock.now_ms()).max(0) as u64).min(MAX_SLEEP)
                 }
                 Ok(None) => MAX_SLEEP,
                 Err(_) => Duration::from_secs(1),

@@ -8,12 +8,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::clock::Clock;
 use crate::config::{Initial, SyncSettings};
 use crate::diff;
 use crate::metrics::Metrics;
 use crate::source::SourceSpec;
 use crate::store::ops::{self, WalkOutcome, WalkReport};
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{Store, StoreError};
 use crate::tencent::{TencentClient, WalkError, walk};
 
 /// How one source's walk ended.
@@ -79,6 +80,8 @@ pub struct Syncer {
     pub page_size: u32,
     pub blocklist_page_size: u32,
     pub initial: Initial,
+    /// Stamps walks and decides which ban ends have passed.
+    pub clock: Clock,
     unchanged: Arc<Unchanged>,
 }
 
@@ -88,8 +91,10 @@ impl Syncer {
         store: Store,
         metrics: Arc<Metrics>,
         sync: &SyncSettings,
+        clock: Clock,
     ) -> Self {
         Syncer {
+            clock,
             client,
             store,
             metrics,
@@ -147,6 +152,7 @@ impl Syncer {
         progress: &mut (dyn FnMut(usize) + Send),
     ) -> Result<SourceResult, StoreError> {
         let started = Instant::now();
+        let started_ms = self.clock.now_ms();
         let walked = walk::walk_checked(
             &self.client,
             spec,
@@ -159,13 +165,12 @@ impl Syncer {
         // absence awaiting confirmation, changes nothing but the walk time.
         let mut computed = None;
         let restarts = walked.as_ref().map(|w| w.restarts).unwrap_or(0);
-        let stable = walked.as_ref().map(|w| w.stable).unwrap_or(false);
         if let Ok(walk::Walked { entries, .. }) = &walked {
             let digest = diff::digest(entries);
             computed = Some(digest);
             let known = self.unchanged.digests.lock().unwrap().get(spec) == Some(&digest);
             if known && !dry_run {
-                self.touch(spec, now_ms()).await?;
+                self.touch(spec, self.clock.now_ms()).await?;
                 let report = WalkReport {
                     unchanged: true,
                     entries: entries.len() as i64,
@@ -189,6 +194,7 @@ impl Syncer {
                     WalkOutcome::Complete {
                         entries: w.entries,
                         digest,
+                        started_ms,
                         stable: w.stable,
                     },
                     None,
@@ -211,7 +217,7 @@ impl Syncer {
                 Some(e),
             ),
         };
-        let (s, initial, now) = (spec.clone(), self.initial, now_ms());
+        let (s, initial, now) = (spec.clone(), self.initial, self.clock.now_ms());
         let apply =
             move |ctx: &mut crate::store::Ctx<'_>| ops::apply_walk(ctx, &s, outcome, now, initial);
         let report = if dry_run {
@@ -220,11 +226,14 @@ impl Syncer {
             self.store.write(apply).await?
         };
         if !dry_run {
-            // Remember the committed digest only when the next identical walk
-            // is known to change nothing: no absence awaits confirmation.
+            // Remember the fingerprint of what is stored only when a walk
+            // that matches it is known to change nothing: no absence awaits
+            // confirmation. It is the store's, not this walk's: a walk that
+            // could not prove absences (`stable` false) skipped nothing out
+            // of the store, so a later walk without those entries differs.
             let mut known = self.unchanged.digests.lock().unwrap();
-            match computed {
-                Some(d) if error.is_none() && stable && report.pending_absent == 0 => {
+            match report.digest {
+                Some(d) if error.is_none() && report.pending_absent == 0 => {
                     known.insert(spec.clone(), d)
                 }
                 _ => known.remove(spec),

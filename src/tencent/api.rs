@@ -47,6 +47,9 @@ impl Api {
     }
 }
 
+/// Most entries a ban-list page may hold (`Limit`).
+pub const MAX_PAGE_SIZE: u32 = 100;
+
 /// Accounts per ban/unban request, for every ban endpoint.
 pub const MAX_ACCOUNTS_PER_BAN: usize = 20;
 /// The live-room `Reason` limit, in bytes.

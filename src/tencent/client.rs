@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::Serialize;
@@ -47,6 +47,15 @@ impl RetryPolicy {
         let jitter = rand::thread_rng().gen_range(0.75..1.25);
         capped.mul_f64(jitter)
     }
+}
+
+/// How a call treats failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Patience {
+    /// Retries transient failures and rate limits per the `RetryPolicy`.
+    Retry,
+    /// One request (a refused sig is renewed and sent again).
+    Once,
 }
 
 /// The signed part of every request's query string, rebuilt only when the
@@ -94,13 +103,6 @@ pub struct TencentClient {
     preferred_base: AtomicUsize,
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl TencentClient {
@@ -178,7 +180,7 @@ impl TencentClient {
             t.sdkappid,
             &t.identifier,
             ttl,
-            unix_now(),
+            crate::clock::Clock::system().now_s() as u64,
             None,
         );
         let sdkappid = t.sdkappid.to_string();
@@ -210,6 +212,37 @@ impl TencentClient {
         api: Api,
         body: &impl Serialize,
     ) -> Result<T, ApiError> {
+        self.call_with(api, body, Patience::Retry).await
+    }
+
+    /// Calls `api` with `body` as one request: only a refused sig is
+    /// renewed and sent again (the vendor did not act on it). For requests
+    /// whose caller retries on its own terms, re-checking before each
+    /// attempt whether it is still wanted (mirror actions).
+    pub async fn call_once<T: VendorResponse>(
+        &self,
+        api: Api,
+        body: &impl Serialize,
+    ) -> Result<T, ApiError> {
+        self.call_with(api, body, Patience::Once).await
+    }
+
+    /// The longest one request can take from the call to its answer
+    /// (sig renewal included), for callers that must bound it.
+    pub fn max_request_duration(&self) -> Duration {
+        self.settings.timeout * 2
+    }
+
+    async fn call_with<T: VendorResponse>(
+        &self,
+        api: Api,
+        body: &impl Serialize,
+        patience: Patience,
+    ) -> Result<T, ApiError> {
+        let (max_retries, max_backoffs) = match patience {
+            Patience::Retry => (self.retry.max_retries, self.retry.max_backoffs),
+            Patience::Once => (0, 0),
+        };
         let payload = serde_json::to_vec(body).expect("request bodies serialize");
         let mut retries = 0;
         let mut backoffs = 0;
@@ -233,7 +266,7 @@ impl TencentClient {
                     self.invalidate_sig();
                     renewed = true;
                 }
-                ErrorClass::Retry if retries < self.retry.max_retries => {
+                ErrorClass::Retry if retries < max_retries => {
                     if matches!(e.kind, ApiErrorKind::Transport(_)) {
                         self.rotate_base();
                     }
@@ -242,7 +275,7 @@ impl TencentClient {
                     retries += 1;
                     tokio::time::sleep(d).await;
                 }
-                ErrorClass::BackOff if backoffs < self.retry.max_backoffs => {
+                ErrorClass::BackOff if backoffs < max_backoffs => {
                     // 70050 asks for at least a minute. Other codes mean the
                     // rolling second was overrun: a short pause lets it slide
                     // (100 ms, doubling), where a long one would idle the API.

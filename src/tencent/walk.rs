@@ -352,6 +352,76 @@ pub struct BatchOutcome {
     pub failed: Vec<(String, ApiError)>,
 }
 
+/// What to do to a room's or group's members.
+#[derive(Debug, Clone, Copy)]
+pub enum Moderation<'a> {
+    /// Ban for `duration` seconds, giving `reason` (cut to the API's limit).
+    Ban {
+        duration: u64,
+        reason: &'a str,
+    },
+    Unban,
+}
+
+/// Bans or unbans `accounts` at `target`, 20 a request. `once`: each
+/// request is sent once (see [`TencentClient::call_once`]).
+pub async fn moderate(
+    client: &TencentClient,
+    target: &SourceSpec,
+    accounts: &[String],
+    what: Moderation<'_>,
+    once: bool,
+) -> BatchOutcome {
+    let mut out = BatchOutcome::default();
+    for chunk in accounts.chunks(MAX_ACCOUNTS_PER_BAN) {
+        let (api, body) = match (target.kind, what) {
+            (SourceKind::Room, Moderation::Ban { duration, reason }) => (
+                Api::RoomBan,
+                serde_json::to_value(RoomBanRequest {
+                    room_id: &target.id,
+                    members: chunk,
+                    reason: truncate_utf8(reason, MAX_REASON_BYTES),
+                    duration,
+                }),
+            ),
+            (SourceKind::Group, Moderation::Ban { duration, reason }) => (
+                Api::GroupBan,
+                serde_json::to_value(GroupBanRequest {
+                    group_id: &target.id,
+                    members: chunk,
+                    duration,
+                    description: truncate_utf8(reason, MAX_DESCRIPTION_BYTES),
+                }),
+            ),
+            (SourceKind::Room, Moderation::Unban) => (
+                Api::RoomUnban,
+                serde_json::to_value(RoomUnbanRequest {
+                    room_id: &target.id,
+                    members: chunk,
+                }),
+            ),
+            (SourceKind::Group, Moderation::Unban) => (
+                Api::GroupUnban,
+                serde_json::to_value(GroupUnbanRequest {
+                    group_id: &target.id,
+                    members: chunk,
+                }),
+            ),
+            (SourceKind::Blocklist, _) => {
+                unreachable!("blocklists hold no bans; configuration refuses them")
+            }
+        };
+        let body = body.expect("request bodies serialize");
+        let result = if once {
+            client.call_once::<PlainResponse>(api, &body).await
+        } else {
+            client.call::<PlainResponse>(api, &body).await
+        };
+        record(&mut out, chunk, result.map(|_| ()));
+    }
+    out
+}
+
 /// Bans `accounts` in a room or group for `duration` seconds, 20 a request.
 pub async fn ban(
     client: &TencentClient,
@@ -360,40 +430,14 @@ pub async fn ban(
     duration: u64,
     reason: &str,
 ) -> BatchOutcome {
-    let mut out = BatchOutcome::default();
-    for chunk in accounts.chunks(MAX_ACCOUNTS_PER_BAN) {
-        let result = match target.kind {
-            SourceKind::Room => {
-                let req = RoomBanRequest {
-                    room_id: &target.id,
-                    members: chunk,
-                    reason: truncate_utf8(reason, MAX_REASON_BYTES),
-                    duration,
-                };
-                client
-                    .call::<PlainResponse>(Api::RoomBan, &req)
-                    .await
-                    .map(|_| ())
-            }
-            SourceKind::Group => {
-                let req = GroupBanRequest {
-                    group_id: &target.id,
-                    members: chunk,
-                    duration,
-                    description: truncate_utf8(reason, MAX_DESCRIPTION_BYTES),
-                };
-                client
-                    .call::<PlainResponse>(Api::GroupBan, &req)
-                    .await
-                    .map(|_| ())
-            }
-            SourceKind::Blocklist => {
-                unreachable!("blocklists hold no bans; configuration refuses them")
-            }
-        };
-        record(&mut out, chunk, result);
-    }
-    out
+    moderate(
+        client,
+        target,
+        accounts,
+        Moderation::Ban { duration, reason },
+        false,
+    )
+    .await
 }
 
 /// Lifts bans of `accounts` in a room or group, 20 a request.
@@ -402,36 +446,7 @@ pub async fn unban(
     target: &SourceSpec,
     accounts: &[String],
 ) -> BatchOutcome {
-    let mut out = BatchOutcome::default();
-    for chunk in accounts.chunks(MAX_ACCOUNTS_PER_BAN) {
-        let result = match target.kind {
-            SourceKind::Room => {
-                let req = RoomUnbanRequest {
-                    room_id: &target.id,
-                    members: chunk,
-                };
-                client
-                    .call::<PlainResponse>(Api::RoomUnban, &req)
-                    .await
-                    .map(|_| ())
-            }
-            SourceKind::Group => {
-                let req = GroupUnbanRequest {
-                    group_id: &target.id,
-                    members: chunk,
-                };
-                client
-                    .call::<PlainResponse>(Api::GroupUnban, &req)
-                    .await
-                    .map(|_| ())
-            }
-            SourceKind::Blocklist => {
-                unreachable!("blocklists hold no bans; configuration refuses them")
-            }
-        };
-        record(&mut out, chunk, result);
-    }
-    out
+    moderate(client, target, accounts, Moderation::Unban, false).await
 }
 
 fn record(out: &mut BatchOutcome, chunk: &[String], result: Result<(), ApiError>) {

@@ -12,18 +12,22 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use bansync::clock::Clock;
 use bansync::config::{self, Environment, Settings};
+use bansync::delivery::Dispatcher;
 use bansync::metrics::Metrics;
+use bansync::propagate::Propagator;
 use bansync::sim::{self, ListKind, Shared};
 use bansync::store::{EmitConfig, Notice, Store};
 use bansync::sync::Syncer;
+use bansync::sync::expiry::ExpiryTimer;
 use bansync::tencent::{RetryPolicy, TencentClient};
 use tokio::sync::mpsc;
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 pub fn now() -> i64 {
-    bansync::store::now_ms() / 1000
+    bansync::clock::Clock::system().now_ms() / 1000
 }
 
 /// Compressed vendor retries so failure tests run in milliseconds.
@@ -172,10 +176,16 @@ pub struct Engine {
     pub client: Arc<TencentClient>,
     pub metrics: Arc<Metrics>,
     pub notices: mpsc::UnboundedReceiver<Notice>,
+    /// The engine's wall clock; tests step it.
+    pub clock: Clock,
 }
 
 impl Engine {
     pub fn open(settings: Settings) -> Engine {
+        Self::open_with_clock(settings, Clock::adjustable())
+    }
+
+    pub fn open_with_clock(settings: Settings, clock: Clock) -> Engine {
         let metrics = Arc::new(Metrics::new());
         let (tx, notices) = mpsc::unbounded_channel();
         let emit = EmitConfig {
@@ -194,6 +204,7 @@ impl Engine {
             store.clone(),
             metrics.clone(),
             &settings.sync,
+            clock.clone(),
         );
         Engine {
             settings,
@@ -202,7 +213,34 @@ impl Engine {
             client,
             metrics,
             notices,
+            clock,
         }
+    }
+
+    pub fn propagator(&self) -> Propagator {
+        Propagator {
+            store: self.store.clone(),
+            client: self.client.clone().into(),
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    pub fn expiry(&self) -> ExpiryTimer {
+        ExpiryTimer {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    pub fn dispatcher(&self) -> Dispatcher {
+        Dispatcher::new(
+            self.store.clone(),
+            self.settings.webhooks.clone(),
+            self.metrics.clone(),
+            self.clock.clone(),
+        )
     }
 
     pub async fn walk(&self, spec: &str) -> bansync::sync::SourceResult {
@@ -480,6 +518,7 @@ pub async fn start_daemon(settings: Settings) -> Daemon {
         stop: stop_rx,
         reload: reload_rx,
         on_ready: Box::new(|| {}),
+        clock: Clock::system(),
     };
     let grace = bansync::Grace {
         walks: Duration::from_secs(5),
