@@ -105,6 +105,10 @@ where
     loop {
         let page = fetch(offset).await?;
         check_page(offset, page_size, page.items.len(), page.next)?;
+        let got = page.items.len() as u64;
+        // A full page that says the list ended may be a truncated answer:
+        // the list is not known to end until a page past it shows nothing more.
+        let full = got == u64::from(page_size);
         let mut items = page.items;
         if overlapping {
             let same =
@@ -128,19 +132,20 @@ where
                 "more than {max_entries} entries: runaway pagination"
             )));
         }
-        if page.next == 0 {
+        if page.next == 0 && !full {
             return Ok(Paged {
                 entries: all,
                 shifted,
             });
         }
-        // Start one early to overlap, unless that would not advance.
-        overlapping = page.next - 1 > offset;
-        offset = if overlapping {
-            page.next - 1
+        let next = if page.next == 0 {
+            offset + got
         } else {
             page.next
         };
+        // Start one early to overlap, unless that would not advance.
+        overlapping = next - 1 > offset;
+        offset = if overlapping { next - 1 } else { next };
     }
 }
 
@@ -481,6 +486,50 @@ mod tests {
             check_page(0, 100, 10, 5).is_ok(),
             "overlap is allowed, deduplicated later"
         );
+    }
+
+    /// Pages `list` with `page`-sized pages; `lie_at`: offsets whose answer
+    /// says the list ended there (a truncated answer). Returns the walk and
+    /// the offsets asked for.
+    fn pager(list: &[&str], page: u32, lie_at: &[u64]) -> (Paged, Vec<u64>) {
+        let asked = std::sync::Mutex::new(Vec::new());
+        let fetch = |offset: u64| {
+            asked.lock().unwrap().push(offset);
+            let start = (offset as usize).min(list.len());
+            let end = (start + page as usize).min(list.len());
+            let items = list[start..end].iter().map(|a| Entry::new(*a, 1)).collect();
+            let next = if end < list.len() && !lie_at.contains(&offset) {
+                end as u64
+            } else {
+                0
+            };
+            async move { Ok(Page { items, next }) }
+        };
+        let paged = futures::executor::block_on(page_through(1000, page, true, fetch, &mut |_| {}))
+            .unwrap();
+        (paged, asked.into_inner().unwrap())
+    }
+
+    #[test]
+    fn a_full_last_page_is_confirmed_by_reading_past_it() {
+        let list: Vec<String> = (0..20).map(|i| format!("e{i:02}")).collect();
+        let list: Vec<&str> = list.iter().map(String::as_str).collect();
+        // One full page that ends the list: a request from its last entry
+        // proves the end. (Later pages start one early, so 19 entries end
+        // on a full second page.)
+        let (p, asked) = pager(&list[..10], 10, &[]);
+        assert_eq!((p.entries.len(), asked), (10, vec![0, 9]));
+        let (p, asked) = pager(&list[..19], 10, &[]);
+        assert_eq!((p.entries.len(), asked), (19, vec![0, 9, 18]));
+        assert!(!p.shifted);
+        // A last page that is not full: no extra request.
+        let (p, asked) = pager(&list[..15], 10, &[]);
+        assert_eq!((p.entries.len(), asked), (15, vec![0, 9]));
+        // A truncated answer ("the end" after a full first page) is not
+        // taken for the end: the walk reads on and sees the whole list.
+        let (p, asked) = pager(&list, 10, &[0]);
+        assert_eq!(p.entries.len(), 20, "{asked:?}");
+        assert!(!p.shifted);
     }
 
     #[test]
