@@ -199,10 +199,18 @@ pub fn diff_walk(
     for s in by_account.into_values() {
         let account = s.account.as_str();
         match s.state {
+            // A shifting walk may have skipped it: keep knowing it ended, or
+            // the next walk that sees it would take it for a new ban.
+            EntryState::Expired if !trust_absences => {}
             EntryState::Expired => out.deletes.push(s.account.clone()),
             _ if ended(s.value) => {
                 out.changes.push(Change::expired(account, s.value));
-                out.deletes.push(s.account.clone());
+                if trust_absences {
+                    out.deletes.push(s.account.clone());
+                } else {
+                    out.upserts
+                        .push(present(account, s.value, EntryState::Expired));
+                }
             }
             // A shifting walk may have skipped it: no step toward removal.
             EntryState::Present | EntryState::AbsentOnce if !trust_absences => {}

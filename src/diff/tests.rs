@@ -330,6 +330,21 @@ proptest! {
         prop_assert!(o.changes.is_empty(), "{:?}", o.changes);
     }
 
+    /// A walk that could not prove absences forgets nothing it did not
+    /// see: not even a ban it reported ended, which the vendor may still
+    /// list (and the clock may be put back behind its end).
+    #[test]
+    fn an_untrusted_walk_keeps_everything_it_did_not_see(kind in arb_kind(), stored in arb_stored(), walked in arb_walk()) {
+        let o = diff_walk(kind, &stored, &walked, NOW_MS, false, Initial::Emit, false);
+        let seen: std::collections::HashSet<&str> = walked.iter().map(|e| e.account.as_str()).collect();
+        for s in &stored {
+            if !seen.contains(s.account.as_str()) {
+                prop_assert!(!o.deletes.contains(&s.account), "dropped {} ({:?}) unseen", s.account, s.state);
+            }
+        }
+        prop_assert!(o.changes.iter().all(|c| !matches!(c.kind, EventType::BanLifted | EventType::BlockRemoved)));
+    }
+
     /// The store skips the diff when a walk's fingerprint equals what it
     /// holds. Whatever walk (stable or not) left the store as it is, such a
     /// walk changes nothing but expiries (which the timer reports anyway).
