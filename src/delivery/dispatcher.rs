@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::lane::{Announced, LANE_BUFFER, Lane};
 use super::schedule;
@@ -37,8 +38,9 @@ use crate::metrics::Metrics;
 use crate::store::ops::{self, AttemptOutcome};
 use crate::store::{Notice, OwedDelivery, Store};
 
-/// How long a lane waits before reading the store again after a failed read.
-const LOAD_RETRY_MS: i64 = 1000;
+/// How long a lane waits before reading the store again after a failed read,
+/// or trying again an attempt whose outcome the store could not record.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 type LaneKey = (Arc<str>, i64);
 
@@ -74,7 +76,9 @@ pub struct Dispatcher {
     lanes: HashMap<LaneKey, Lane>,
     ready: HashMap<Arc<str>, VecDeque<i64>>,
     in_flight: HashMap<Arc<str>, usize>,
-    timers: BinaryHeap<Reverse<(i64, Arc<str>, i64)>>,
+    /// Lanes waiting, on the monotonic clock: a wall-clock step must not
+    /// hold a retry back (or bring it forward) by the size of the step.
+    timers: BinaryHeap<Reverse<(Instant, Arc<str>, i64)>>,
     tasks: JoinSet<Done>,
     rescan_every: Duration,
     clock: Clock,
@@ -207,20 +211,26 @@ impl Dispatcher {
         if lane.busy() || lane.queued || !lane.has_work() {
             return;
         }
-        let now = self.clock.now_ms();
+        let now = Instant::now();
         if let Some(until) = lane.waiting_until {
             if until > now {
                 return;
             }
             lane.waiting_until = None;
         }
-        if let Some(head) = lane.buf.front()
-            && head.next_attempt_ms > now
-        {
-            lane.waiting_until = Some(head.next_attempt_ms);
-            self.timers
-                .push(Reverse((head.next_attempt_ms, lk.0.clone(), lk.1)));
-            return;
+        if let Some(head) = lane.buf.front() {
+            let due = *lane.head_due.get_or_insert_with(|| {
+                now + schedule::wait_for(
+                    head.next_attempt_ms,
+                    head.last_attempt_ms,
+                    self.clock.now_ms(),
+                )
+            });
+            if due > now {
+                lane.waiting_until = Some(due);
+                self.timers.push(Reverse((due, lk.0.clone(), lk.1)));
+                return;
+            }
         }
         lane.queued = true;
         self.ready.entry(lk.0.clone()).or_default().push_back(lk.1);
@@ -290,7 +300,7 @@ impl Dispatcher {
         if let Some(n) = self.in_flight.get_mut(&lk.0) {
             *n = n.saturating_sub(1);
         }
-        let now = self.clock.now_ms();
+        let (now, now_ms) = (Instant::now(), self.clock.now_ms());
         let Some(lane) = self.lanes.get_mut(&lk) else {
             return;
         };
@@ -303,23 +313,28 @@ impl Dispatcher {
                 // still owes it and reads again shortly.
                 tracing::error!(webhook = %lk.0, error = %e, "cannot read owed deliveries; will try again");
                 lane.load_failed();
-                lane.waiting_until = Some(now + LOAD_RETRY_MS);
+                lane.waiting_until = Some(now + STORE_RETRY);
                 self.timers
-                    .push(Reverse((now + LOAD_RETRY_MS, lk.0.clone(), lk.1)));
+                    .push(Reverse((now + STORE_RETRY, lk.0.clone(), lk.1)));
             }
             Done::Attempt { outcome, .. } => {
                 lane.attempting = false;
                 match outcome {
                     Some(AttemptOutcome::Delivered { .. }) | Some(AttemptOutcome::Dead { .. }) => {
                         lane.buf.pop_front();
+                        lane.head_due = None;
                     }
                     Some(AttemptOutcome::Failed {
-                        next_attempt_ms, ..
+                        next_attempt_ms,
+                        retry_in,
+                        ..
                     }) => {
                         if let Some(head) = lane.buf.front_mut() {
                             head.attempts += 1;
                             head.next_attempt_ms = next_attempt_ms;
+                            head.last_attempt_ms = Some(now_ms);
                         }
+                        lane.head_due = Some(now + retry_in);
                     }
                     Some(AttemptOutcome::Gone) => {
                         if let Some(h) = self.hooks.get(&lk.0) {
@@ -327,11 +342,7 @@ impl Dispatcher {
                         }
                     }
                     // Not recorded (the store refused): try again shortly.
-                    None => {
-                        if let Some(head) = lane.buf.front_mut() {
-                            head.next_attempt_ms = now + 1000;
-                        }
-                    }
+                    None => lane.head_due = Some(now + STORE_RETRY),
                 }
             }
         }
@@ -339,7 +350,7 @@ impl Dispatcher {
     }
 
     fn fire_timers(&mut self) {
-        let now = self.clock.now_ms();
+        let now = Instant::now();
         while let Some(Reverse((due, _, _))) = self.timers.peek() {
             if *due > now {
                 break;
@@ -354,7 +365,7 @@ impl Dispatcher {
         }
     }
 
-    fn next_timer(&self) -> Option<i64> {
+    fn next_timer(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((due, _, _))| *due)
     }
 
@@ -386,9 +397,7 @@ impl Dispatcher {
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.start_ready();
-            let timer = self
-                .next_timer()
-                .map(|due| Duration::from_millis((due - self.clock.now_ms()).max(0) as u64));
+            let timer = self.next_timer();
             tokio::select! {
                 biased;
                 _ = stop.changed() => if *stop.borrow() { break },
@@ -406,7 +415,7 @@ impl Dispatcher {
                 Some(c) = control.recv() => match c {
                     Control::Webhooks(w) => { self.set_webhooks(w); self.rescan().await; }
                 },
-                _ = async { tokio::time::sleep(timer.unwrap_or_default()).await }, if timer.is_some() => self.fire_timers(),
+                _ = async { tokio::time::sleep_until(timer.unwrap()).await }, if timer.is_some() => self.fire_timers(),
                 _ = rescan.tick() => self.rescan().await,
             }
         }
@@ -519,6 +528,7 @@ async fn attempt(
                     status,
                     error,
                     next_attempt_ms: now + delay.as_millis() as i64,
+                    retry_in: delay,
                 },
                 None => AttemptOutcome::Dead { status, error },
             }
@@ -543,11 +553,12 @@ async fn attempt(
         AttemptOutcome::Failed {
             status,
             error,
-            next_attempt_ms,
+            retry_in,
+            ..
         } => {
             metrics.delivery(&w.name, "failed", None);
             tracing::warn!(webhook = %w.name, event = %d.event_id, attempt = attempts, status, error = %error,
-                retry_in_s = (next_attempt_ms - now) / 1000, took_ms, "delivery failed; will retry");
+                retry_in_s = retry_in.as_secs(), took_ms, "delivery failed; will retry");
         }
         AttemptOutcome::Dead { status, error } => {
             metrics.delivery(&w.name, "dead", None);

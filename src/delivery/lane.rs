@@ -36,8 +36,11 @@ pub struct Lane {
     pub attempting: bool,
     /// Announcements that arrived while a load was under way.
     held: Vec<Announced>,
-    /// Waiting for a retry time (Unix ms).
-    pub waiting_until: Option<i64>,
+    /// Waiting until then (a retry time, or a read after a failed one).
+    pub waiting_until: Option<tokio::time::Instant>,
+    /// When the head may be tried, on the monotonic clock (set when it
+    /// becomes the head, or after an attempt).
+    pub head_due: Option<tokio::time::Instant>,
     /// In its webhook's ready queue.
     pub queued: bool,
 }
@@ -131,6 +134,7 @@ mod tests {
             body: Arc::from("{}"),
             attempts: 0,
             next_attempt_ms: 0,
+            last_attempt_ms: None,
             committed_ms: 0,
         }
     }

@@ -23,6 +23,20 @@ pub fn next_delay(
     Some(base.mul_f64(jitter))
 }
 
+/// How long to wait before a delivery stored as due at `next_attempt_ms`
+/// (after its last attempt at `last_attempt_ms`, if any) at wall time
+/// `now_ms`. Never longer than the delay it was given: if the wall clock
+/// stepped back since, the stored time lies further ahead than intended,
+/// and waiting for it would hold the delivery back by the whole step.
+pub fn wait_for(next_attempt_ms: i64, last_attempt_ms: Option<i64>, now_ms: i64) -> Duration {
+    let remaining = next_attempt_ms - now_ms;
+    if remaining <= 0 {
+        return Duration::ZERO;
+    }
+    let intended = last_attempt_ms.map_or(0, |l| (next_attempt_ms - l).max(0));
+    Duration::from_millis(remaining.min(intended) as u64)
+}
+
 /// A factor in [0.8, 1.2): the ±20% jitter that keeps retries of many
 /// deliveries from arriving in lockstep.
 pub fn jitter() -> f64 {
@@ -92,6 +106,23 @@ mod tests {
             Some(MAX_RETRY_AFTER)
         );
         assert_eq!(next_delay(&s, 10, Some(Duration::from_secs(1)), 1.0), None);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_never_stretches_a_wait() {
+        // Due in 5 s, as scheduled 5 s after an attempt.
+        assert_eq!(wait_for(10_000, Some(5_000), 5_000), Duration::from_secs(5));
+        // The clock stepped back an hour: still at most the 5 s intended.
+        assert_eq!(
+            wait_for(10_000, Some(5_000), 5_000 - 3_600_000),
+            Duration::from_secs(5)
+        );
+        // Never attempted (due when committed), clock stepped back: now.
+        assert_eq!(wait_for(10_000, None, 9_000), Duration::ZERO);
+        // Stepped forward, or simply late: now.
+        assert_eq!(wait_for(10_000, Some(5_000), 20_000), Duration::ZERO);
+        // Partway through its delay: the rest of it.
+        assert_eq!(wait_for(10_000, Some(5_000), 8_000), Duration::from_secs(2));
     }
 
     #[test]

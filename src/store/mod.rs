@@ -50,6 +50,9 @@ pub struct OwedDelivery {
     pub body: Arc<str>,
     pub attempts: u32,
     pub next_attempt_ms: i64,
+    /// When it was last tried (Unix ms): with `next_attempt_ms`, the delay
+    /// it was given, which a wall-clock step must not stretch.
+    pub last_attempt_ms: Option<i64>,
     pub committed_ms: i64,
 }
 

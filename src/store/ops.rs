@@ -145,6 +145,7 @@ pub fn emit_observed(
                 body: body.clone(),
                 attempts: 0,
                 next_attempt_ms: now_ms,
+                last_attempt_ms: None,
                 committed_ms: now_ms,
             },
             prev_owed,
@@ -450,7 +451,7 @@ pub fn load_lane(
     limit: usize,
 ) -> Result<Vec<OwedDelivery>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT d.id, d.attempts, d.next_attempt_ms, e.event_id, e.body, e.committed_ms
+        "SELECT d.id, d.attempts, d.next_attempt_ms, e.event_id, e.body, e.committed_ms, d.last_attempt_ms
          FROM deliveries d JOIN events e ON e.id = d.event
          WHERE d.webhook = ?1 AND d.source_id = ?2 AND d.state = 0 AND d.id > ?3 ORDER BY d.id LIMIT ?4",
     )?;
@@ -465,6 +466,7 @@ pub fn load_lane(
             event_id: Arc::from(r.get::<_, String>(3)?),
             body: Arc::from(r.get::<_, String>(4)?),
             committed_ms: r.get(5)?,
+            last_attempt_ms: r.get(6)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -489,6 +491,8 @@ pub enum AttemptOutcome {
         status: Option<u16>,
         error: String,
         next_attempt_ms: i64,
+        /// The delay until then (what a clock step must not stretch).
+        retry_in: std::time::Duration,
     },
     Dead {
         status: Option<u16>,
@@ -521,6 +525,7 @@ pub fn record_attempt(
             status,
             error,
             next_attempt_ms,
+            ..
         } => {
             ctx.conn
                 .prepare_cached(
