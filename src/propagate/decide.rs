@@ -178,6 +178,9 @@ pub struct Mirror {
     /// (Unix s): a walk that started before may show the list as it was
     /// before that request acted.
     pub acted_s: Option<i64>,
+    /// The origin on whose behalf the ends in `current` were set: another
+    /// origin's request may be pending while that one's end is on the list.
+    pub holder: Option<SourceSpec>,
 }
 
 /// Adds `w` to `ws`, merging overlaps and keeping the newest few.
@@ -211,6 +214,12 @@ impl Mirror {
             || self.in_flight.is_some_and(|f| f.window(now).contains(v))
     }
 
+    /// Whether `v` is an end bansync's own mirror set (not one it gave
+    /// back to the target's moderators): an end that is not the target's own.
+    pub fn set_by_bansync(&self, v: i64, now: i64) -> bool {
+        self.ours(v, now) && !self.restore.is_some_and(|r| r.contains(v))
+    }
+
     /// Remembers the window of a request that may have set an end.
     /// `replaces`: it applied, so no earlier end of bansync's is on the list.
     pub fn remember(&mut self, w: Window, replaces: bool) {
@@ -225,6 +234,7 @@ impl Mirror {
     /// Nothing of bansync's is on the list any more.
     pub fn off_the_list(&mut self) {
         self.current.clear();
+        self.holder = None;
     }
 
     /// An end of bansync's may be on the list now.
@@ -262,13 +272,36 @@ pub fn effective_end(listed: Option<i64>, m: Option<&Mirror>, now: i64) -> Optio
     }
 }
 
+/// What an origin's ban asks of one target's mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginBan {
+    /// The target already holds an equal or longer ban: nothing to do.
+    Held,
+    /// Store this record and queue a ban job for it.
+    Queue(Mirror),
+    /// The origin's ban is now shorter than what the target holds: the
+    /// mirror this origin still had pending would set a stale, longer end.
+    /// Store this record (its job is dropped).
+    Drop(Mirror),
+}
+
+impl OriginBan {
+    /// The record to store with a ban job queued for it, if any.
+    pub fn queued(self) -> Option<Mirror> {
+        match self {
+            OriginBan::Queue(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
 /// An origin's ban (added or updated) at `until`, for one target.
 ///
-/// Returns the record to store with a ban job queued for it, or `None`
-/// when the target already holds an equal or longer ban. `listed` (the
-/// target's last walk) only decides that; what the target held before the
-/// mirror (`prior`) is taken from the fresh read made just before the
-/// request is sent ([`plan_ban`]), never from a walk that may be stale.
+/// Queues a mirror unless the target already holds an equal or longer ban.
+/// `listed` (the target's last walk) only decides that; what the target
+/// held before the mirror (`prior`) is taken from the fresh read made just
+/// before the request is sent ([`plan_ban`]), never from a walk that may
+/// be stale.
 pub fn on_origin_ban(
     m: Option<&Mirror>,
     origin: &SourceSpec,
@@ -276,9 +309,29 @@ pub fn on_origin_ban(
     until: i64,
     listed: Option<i64>,
     now: i64,
-) -> Option<Mirror> {
+) -> OriginBan {
     if until <= now || effective_end(listed, m, now).is_some_and(|e| e >= until) {
-        return None;
+        return match m {
+            Some(m)
+                if m.state == MirrorState::Pending
+                    && &m.origin == origin
+                    && m.in_flight.is_none() =>
+            {
+                let mut next = m.clone();
+                next.job = None;
+                if next.current.is_empty() {
+                    next.state = MirrorState::Released;
+                } else {
+                    // Bansync's end on the list stays its holder's mirror.
+                    next.state = MirrorState::Owned;
+                    if let Some(h) = &m.holder {
+                        next.origin = h.clone();
+                    }
+                }
+                OriginBan::Drop(next)
+            }
+            _ => OriginBan::Held,
+        };
     }
     // What lies under bansync's ends stays known while one may be there.
     let carried = m.filter(|m| m.may_be_on_the_list()).and_then(|m| m.prior);
@@ -295,12 +348,13 @@ pub fn on_origin_ban(
         job: None,
         restore: m.and_then(|m| m.restore),
         acted_s: m.and_then(|m| m.acted_s),
+        holder: m.and_then(|m| m.holder.clone()),
     };
     // A request of the old record still out keeps counting as bansync's.
     if let Some(f) = m.and_then(|m| m.in_flight) {
         next.in_flight = Some(f);
     }
-    Some(next)
+    OriginBan::Queue(next)
 }
 
 /// What an origin's ban leaving its list asks of one target's mirror.
@@ -319,10 +373,19 @@ pub enum Gone {
 /// The origin's ban of this account was lifted early (`lifted`) or ended.
 /// `rule_lifts`: a rule from this origin to this target has `lift = true`.
 pub fn on_origin_gone(m: &Mirror, origin: &SourceSpec, lifted: bool, rule_lifts: bool) -> Gone {
+    let mut next = m.clone();
+    // Another origin's request is pending while this origin's mirror is on
+    // the list: lift it (the lift mirrors the other origin's end instead,
+    // if that one still bans the account).
     if &m.origin != origin {
+        let holds_for_it = m.holder.as_ref() == Some(origin) && !m.current.is_empty();
+        if holds_for_it && lifted && rule_lifts && m.state == MirrorState::Pending {
+            next.state = MirrorState::Lifting;
+            next.job = None;
+            return Gone::Lift(next);
+        }
         return Gone::Keep;
     }
-    let mut next = m.clone();
     match m.state {
         MirrorState::Pending => {
             next.job = None;
@@ -378,7 +441,10 @@ pub fn on_target_seen(m: &Mirror, seen: Seen, read_from: i64, now: i64) -> Obser
         Seen::Listed(v) if m.holds(v, now) => {
             echo = true;
             match m.state {
-                MirrorState::Failed => next.state = MirrorState::Owned,
+                MirrorState::Failed => {
+                    next.state = MirrorState::Owned;
+                    next.holder = Some(m.origin.clone());
+                }
                 MirrorState::Cancelled => {
                     next.state = MirrorState::Lifting;
                     lift = true;
@@ -457,6 +523,7 @@ pub fn plan_ban(m: &Mirror, job: i64, read: Read, now: i64) -> BanStep {
         Some(v) if v >= m.until => {
             next.job = None;
             next.state = if m.holds(v, now) {
+                next.holder = Some(m.origin.clone());
                 MirrorState::Owned
             } else {
                 next.off_the_list();
@@ -468,7 +535,7 @@ pub fn plan_ban(m: &Mirror, job: i64, read: Read, now: i64) -> BanStep {
             }
         }
         Some(v) => {
-            if v > now && !m.holds(v, now) {
+            if v > now && !m.set_by_bansync(v, now) {
                 next.prior = Some(v);
             }
             BanStep::Send { mirror: next }
@@ -604,7 +671,10 @@ pub fn on_answer(
             add_window(&mut next.windows, window);
             next.restore = Some(window);
         }
-        (_, answer) => next.remember(window, answer == Answer::Applied),
+        (_, answer) => {
+            next.remember(window, answer == Answer::Applied);
+            next.holder = Some(m.origin.clone());
+        }
     }
     let current = m.job == Some(job);
     if !current {

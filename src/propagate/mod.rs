@@ -29,7 +29,7 @@ use crate::event::EventType;
 use crate::source::SourceSpec;
 use crate::store::mirrors::{self, Job};
 use crate::store::ops::{self, CommittedEvent};
-use crate::store::propagation::{MAX_ATTEMPTS, Planned};
+use crate::store::propagation::{MAX_ATTEMPTS, MAX_RETRY_DELAY_MS, Planned};
 use crate::store::{Result, Store};
 use crate::tencent::walk::{self, Moderation};
 use crate::tencent::{ApiError, ApiErrorKind, ErrorClass, SharedClient, TencentClient};
@@ -37,6 +37,17 @@ use decide::{Answer, Read, Request, Window};
 
 /// Jobs taken in one pass.
 const PASS_LIMIT: usize = 2000;
+
+/// The least time after giving up on a request that the vendor is assumed
+/// to still act on it (see `Window::of_request`).
+const LATE_S: i64 = 30;
+
+/// A target's list as a fresh read showed it.
+struct TargetList {
+    entries: HashMap<String, i64>,
+    /// The read can prove absences (the list did not shift under it).
+    complete: bool,
+}
 
 /// Jobs that can share one request: one kind, one end, one reason.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,7 +119,7 @@ impl Propagator {
             .store
             .write(move |ctx| {
                 mirrors::forget_ended(ctx.conn, now.div_euclid(1000))?;
-                mirrors::due(ctx.conn, now, PASS_LIMIT)
+                mirrors::due(ctx.conn, now, MAX_RETRY_DELAY_MS, PASS_LIMIT)
             })
             .await?;
         let mut report = PassReport::default();
@@ -139,21 +150,98 @@ impl Propagator {
         Ok(report)
     }
 
-    /// Reads `target` once, decides its due jobs against what it holds now,
-    /// then sends what they ask for.
+    /// Decides the due jobs of `target` against a fresh read of its list and
+    /// sends what they ask for. Jobs that share one request go together;
+    /// before each further request the list is read again, so that every
+    /// request acts on what the target holds just before it (a moderator
+    /// may act at any moment; a read taken before earlier, slow requests
+    /// would widen the window in which bansync cannot see them).
     async fn target_pass(
         &self,
         client: &TencentClient,
         target: &SourceSpec,
-        jobs: Vec<Job>,
+        mut jobs: Vec<Job>,
         report: &mut PassReport,
     ) -> Result<()> {
+        let timeout = client.settings().timeout;
+        // A request that is out counts as bansync's for as long as the client
+        // may wait for it, plus as long again for a vendor that acts late,
+        // plus a minute of pacing held back after a rate-limit answer.
+        let max_call_s = (client.max_request_duration() + timeout).as_secs() as i64 + 61;
+        // A request given up on may still be acted on: a server that queued
+        // it works through its queue. Its window stays open this long.
+        let late_s = LATE_S.max(3 * timeout.as_secs() as i64);
+        while !jobs.is_empty() {
+            let Some(values) = self.read_target(client, target, &jobs, report).await? else {
+                return Ok(());
+            };
+            let now = self.clock.now_ms();
+            let planned: Vec<(Job, Planned)> = self
+                .store
+                .write(move |ctx| {
+                    let mut out = Vec::new();
+                    for job in jobs {
+                        let read = Read {
+                            value: values.entries.get(&job.account).copied(),
+                            complete: values.complete,
+                        };
+                        let (p, events) = ops::plan_mirror_job(ctx, &job, read, now, max_call_s)?;
+                        out.push((job, p, events));
+                    }
+                    Ok(out)
+                })
+                .await?
+                .into_iter()
+                .map(|(job, p, events)| {
+                    count(report, &events);
+                    if p == Planned::Done && events.is_empty() {
+                        report.skipped += 1;
+                    }
+                    (job, p)
+                })
+                .collect();
+            // One request carries one duration and one reason.
+            let mut sends: BTreeMap<SendKey, Vec<Job>> = BTreeMap::new();
+            for (job, p) in planned {
+                if let Planned::Send { request, until } = p {
+                    let key = SendKey {
+                        request,
+                        until,
+                        origin: job.origin.to_string(),
+                    };
+                    sends.entry(key).or_default().push(job);
+                }
+            }
+            let Some((key, group)) = sends.pop_first() else {
+                break;
+            };
+            self.send(client, target, key, &group, late_s, report)
+                .await?;
+            // The rest are decided again after a fresh read.
+            jobs = sends.into_values().flatten().collect();
+        }
+        Ok(())
+    }
+
+    /// Reads `target`'s list for `jobs`, or records why it cannot be read.
+    async fn read_target(
+        &self,
+        client: &TencentClient,
+        target: &SourceSpec,
+        jobs: &[Job],
+        report: &mut PassReport,
+    ) -> Result<Option<TargetList>> {
         report.reads += 1;
         let page = crate::tencent::api::MAX_PAGE_SIZE;
-        let read = walk::walk_checked(client, target, page, page, &mut |_| {}).await;
-        let now = self.clock.now_ms();
-        let walked = match read {
-            Ok(w) => w,
+        match walk::walk_checked(client, target, page, page, &mut |_| {}).await {
+            Ok(w) => Ok(Some(TargetList {
+                complete: w.stable,
+                entries: w
+                    .entries
+                    .into_iter()
+                    .map(|e| (e.account, e.value))
+                    .collect(),
+            })),
             Err(e) => {
                 let gone = match &e {
                     walk::WalkError::Gone { error, .. } => Some((error.code(), error.to_string())),
@@ -161,6 +249,8 @@ impl Propagator {
                 };
                 let error = e.to_string();
                 tracing::warn!(target = %target, error = %error, jobs = jobs.len(), "propagation: cannot read the target's list");
+                let jobs = jobs.to_vec();
+                let now = self.clock.now_ms();
                 let events = self
                     .store
                     .write(move |ctx| {
@@ -181,136 +271,95 @@ impl Propagator {
                     report.retrying += 1;
                 }
                 count(report, &events);
-                return Ok(());
-            }
-        };
-        let values: HashMap<String, i64> = walked
-            .entries
-            .into_iter()
-            .map(|e| (e.account, e.value))
-            .collect();
-        let complete = walked.stable;
-        // A request that is out counts as bansync's for as long as the client
-        // may wait for it, plus as long again for a vendor that acts late,
-        // plus a minute of pacing held back after a rate-limit answer.
-        let timeout = client.settings().timeout;
-        let max_call_s = (client.max_request_duration() + timeout).as_secs() as i64 + 61;
-        let late_s = timeout.as_secs() as i64 + 1;
-        let planned: Vec<(Job, Planned)> = self
-            .store
-            .write(move |ctx| {
-                let mut out = Vec::new();
-                for job in jobs {
-                    let read = Read {
-                        value: values.get(&job.account).copied(),
-                        complete,
-                    };
-                    let (p, events) = ops::plan_mirror_job(ctx, &job, read, now, max_call_s)?;
-                    out.push((job, p, events));
-                }
-                Ok(out)
-            })
-            .await?
-            .into_iter()
-            .map(|(job, p, events)| {
-                count(report, &events);
-                if p == Planned::Done && events.is_empty() {
-                    report.skipped += 1;
-                }
-                (job, p)
-            })
-            .collect();
-        // One request carries one duration and one reason.
-        let mut sends: BTreeMap<SendKey, Vec<Job>> = BTreeMap::new();
-        for (job, p) in planned {
-            if let Planned::Send { request, until } = p {
-                let key = SendKey {
-                    request,
-                    until,
-                    origin: job.origin.to_string(),
-                };
-                sends.entry(key).or_default().push(job);
+                Ok(None)
             }
         }
-        for (
-            SendKey {
-                request,
-                until,
-                origin,
-            },
-            jobs,
-        ) in sends
-        {
-            for chunk in jobs.chunks(crate::tencent::api::MAX_ACCOUNTS_PER_BAN) {
-                let accounts: Vec<String> = chunk.iter().map(|j| j.account.clone()).collect();
-                let sent_s = self.clock.now_s();
-                let duration = until.map(|u| (u - sent_s).max(1));
-                let reason = match request {
-                    Request::Restore => {
-                        format!("bansync: own ban restored after {origin} lifted its mirror")
-                    }
-                    _ => format!("bansync: mirrored from {origin}"),
-                };
-                let what = match duration {
-                    Some(duration) => Moderation::Ban {
-                        duration: duration as u64,
-                        reason: &reason,
-                    },
-                    None => Moderation::Unban,
-                };
-                report.requests += 1;
-                let outcome = walk::moderate(client, target, &accounts, what, true).await;
-                let answered_s = self.clock.now_s();
-                let mut finished = Vec::new();
-                for job in chunk {
-                    let failure = outcome
-                        .failed
-                        .iter()
-                        .find(|(a, _)| a == &job.account)
-                        .map(|(_, e)| e);
-                    let answer = failure.map_or(Answer::Applied, |e| classify(e, job.attempts));
-                    if matches!(
-                        answer,
-                        Answer::Refused { permanent: false } | Answer::Unknown { permanent: false }
-                    ) {
-                        report.retrying += 1;
-                    }
-                    let late = if matches!(answer, Answer::Unknown { .. }) {
-                        late_s
-                    } else {
-                        0
-                    };
-                    let window = Window::of_request(
-                        sent_s + duration.unwrap_or(0),
-                        sent_s,
-                        answered_s,
-                        late,
-                    );
-                    let error = failure.map(|e| (e.code(), e.to_string()));
-                    finished.push((job.clone(), answer, window, error));
+    }
+
+    /// Sends one group's request(s), 20 accounts each, and records each
+    /// answer with the window of ends it may have set.
+    async fn send(
+        &self,
+        client: &TencentClient,
+        target: &SourceSpec,
+        key: SendKey,
+        jobs: &[Job],
+        late_s: i64,
+        report: &mut PassReport,
+    ) -> Result<()> {
+        let SendKey {
+            request,
+            until,
+            origin,
+        } = key;
+        for chunk in jobs.chunks(crate::tencent::api::MAX_ACCOUNTS_PER_BAN) {
+            let accounts: Vec<String> = chunk.iter().map(|j| j.account.clone()).collect();
+            let sent_s = self.clock.now_s();
+            let duration = until.map(|u| (u - sent_s).max(1));
+            let reason = match request {
+                Request::Restore => {
+                    format!("bansync: own ban restored after {origin} lifted its mirror")
                 }
-                let now = self.clock.now_ms();
-                let events = self
-                    .store
-                    .write(move |ctx| {
-                        let mut out = Vec::new();
-                        for (job, answer, window, error) in finished {
-                            out.extend(ops::finish_mirror_job(
-                                ctx, &job, request, answer, window, error, now,
-                            )?);
-                        }
-                        Ok(out)
-                    })
-                    .await?;
-                count(report, &events);
+                _ => format!("bansync: mirrored from {origin}"),
+            };
+            let what = match duration {
+                Some(duration) => Moderation::Ban {
+                    duration: duration as u64,
+                    reason: &reason,
+                },
+                None => Moderation::Unban,
+            };
+            report.requests += 1;
+            let outcome = walk::moderate(client, target, &accounts, what, true).await;
+            let answered_s = self.clock.now_s();
+            let mut finished = Vec::new();
+            for job in chunk {
+                let failure = outcome
+                    .failed
+                    .iter()
+                    .find(|(a, _)| a == &job.account)
+                    .map(|(_, e)| e);
+                let answer = failure.map_or(Answer::Applied, |e| classify(e, job.attempts));
+                if matches!(
+                    answer,
+                    Answer::Refused { permanent: false } | Answer::Unknown { permanent: false }
+                ) {
+                    report.retrying += 1;
+                }
+                let late = if matches!(answer, Answer::Unknown { .. }) {
+                    late_s
+                } else {
+                    0
+                };
+                let window =
+                    Window::of_request(sent_s + duration.unwrap_or(0), sent_s, answered_s, late);
+                let error = failure.map(|e| (e.code(), e.to_string()));
+                finished.push((job.clone(), answer, window, error));
             }
+            let now = self.clock.now_ms();
+            let events = self
+                .store
+                .write(move |ctx| {
+                    let mut out = Vec::new();
+                    for (job, answer, window, error) in finished {
+                        out.extend(ops::finish_mirror_job(
+                            ctx, &job, request, answer, window, error, now,
+                        )?);
+                    }
+                    Ok(out)
+                })
+                .await?;
+            count(report, &events);
         }
         Ok(())
     }
 
     /// When the next queued job is due (Unix ms), if any.
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        self.store.read(|ctx| mirrors::next_due(ctx.conn)).await
+        let now = self.clock.now_ms();
+        self.store
+            .read(move |ctx| mirrors::next_due(ctx.conn, now, MAX_RETRY_DELAY_MS))
+            .await
     }
 
     /// Runs passes until `stop`: when notified, and when a retry is due.

@@ -151,11 +151,12 @@ pub fn load(conn: &Connection, target: &SourceSpec, account: &str) -> Result<Opt
         Option<String>,
         String,
         Option<i64>,
+        Option<String>,
     );
     let row: Option<Row> = conn
         .prepare_cached(
             "SELECT origin_source, origin_event, banned_until, state, windows, in_flight_since,
-                    in_flight_until, in_flight_max, prior_until, job, restore_window, current_windows, acted_s
+                    in_flight_until, in_flight_max, prior_until, job, restore_window, current_windows, acted_s, holder
              FROM mirrors WHERE target = ?1 AND account = ?2",
         )?
         .query_row(params![target.to_string(), account], |r| {
@@ -173,6 +174,7 @@ pub fn load(conn: &Connection, target: &SourceSpec, account: &str) -> Result<Opt
                 r.get(10)?,
                                 r.get(11)?,
                 r.get(12)?,
+                r.get(13)?,
             ))
         })
         .optional()?;
@@ -190,6 +192,7 @@ pub fn load(conn: &Connection, target: &SourceSpec, account: &str) -> Result<Opt
         restore,
         current,
         acted_s,
+        holder,
     )) = row
     else {
         return Ok(None);
@@ -217,6 +220,10 @@ pub fn load(conn: &Connection, target: &SourceSpec, account: &str) -> Result<Opt
             None => None,
         },
         acted_s,
+        holder: match holder {
+            Some(h) => Some(h.parse().map_err(StoreError::Invalid)?),
+            None => None,
+        },
     }))
 }
 
@@ -230,15 +237,15 @@ pub fn save(
     conn.prepare_cached(
         "INSERT INTO mirrors (target, account, origin_source, origin_event, banned_until, state, windows,
                               in_flight_since, in_flight_until, in_flight_max, prior_until, job, updated_ms,
-                                                            restore_window, current_windows, acted_s)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                                                            restore_window, current_windows, acted_s, holder)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT (target, account) DO UPDATE SET origin_source = excluded.origin_source,
              origin_event = excluded.origin_event, banned_until = excluded.banned_until, state = excluded.state,
              windows = excluded.windows, in_flight_since = excluded.in_flight_since,
              in_flight_until = excluded.in_flight_until, in_flight_max = excluded.in_flight_max,
              prior_until = excluded.prior_until, job = excluded.job, updated_ms = excluded.updated_ms,
                           restore_window = excluded.restore_window, current_windows = excluded.current_windows,
-             acted_s = excluded.acted_s",
+             acted_s = excluded.acted_s, holder = excluded.holder",
     )?
     .execute(params![
         target.to_string(),
@@ -257,6 +264,7 @@ pub fn save(
         m.restore.map(|w| windows_text(&[w])),
                 windows_text(&m.current),
         m.acted_s,
+        m.holder.as_ref().map(|h| h.to_string()),
     ])?;
     Ok(())
 }
@@ -348,15 +356,18 @@ pub fn queued_job(conn: &Connection, id: i64) -> Result<bool> {
         .is_some())
 }
 
-/// Jobs due by `now_ms`, oldest first.
-pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<Job>> {
+/// Jobs due by `now_ms`, oldest first. A job due more than `max_delay_ms`
+/// ahead (longer than any delay it is given) was pushed there by the wall
+/// clock stepping back: it is due now.
+pub fn due(conn: &Connection, now_ms: i64, max_delay_ms: i64, limit: usize) -> Result<Vec<Job>> {
     let mut stmt = conn.prepare_cached(
         "SELECT p.id, p.origin_event, p.origin_source_id, s.spec, p.target, p.account, p.action,
                 p.banned_until, p.attempts
          FROM propagations p JOIN sources s ON s.id = p.origin_source_id
-         WHERE p.state = 0 AND p.next_attempt_ms <= ?1 ORDER BY p.id LIMIT ?2",
+         WHERE p.state = 0 AND (p.next_attempt_ms <= ?1 OR p.next_attempt_ms > ?1 + ?3)
+         ORDER BY p.id LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![now_ms, limit as i64], |r| {
+    let rows = stmt.query_map(params![now_ms, limit as i64, max_delay_ms], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
@@ -389,11 +400,12 @@ pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<Job>> {
     Ok(out)
 }
 
-/// When the next queued job is due (Unix ms).
-pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
-    Ok(conn
+/// When the next queued job is due (Unix ms; see [`due`] for `max_delay_ms`).
+pub fn next_due(conn: &Connection, now_ms: i64, max_delay_ms: i64) -> Result<Option<i64>> {
+    let next: Option<i64> = conn
         .prepare_cached("SELECT MIN(next_attempt_ms) FROM propagations WHERE state = 0")?
-        .query_row([], |r| r.get(0))?)
+        .query_row([], |r| r.get(0))?;
+    Ok(next.map(|n| if n > now_ms + max_delay_ms { now_ms } else { n }))
 }
 
 /// The running ban the target's last committed walk showed, if watched.

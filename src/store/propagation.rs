@@ -9,8 +9,8 @@ use super::mirrors::{self, Job, JobAction, JobState, NewJob};
 use super::{Ctx, Notice, Result};
 use crate::event::{Change, EventType};
 use crate::propagate::decide::{
-    self, Answer, BanStep, Gone, InFlight, LiftStep, Mirror, MirrorState, Outcome, Read, Request,
-    Seen, Window,
+    self, Answer, BanStep, Gone, InFlight, LiftStep, Mirror, MirrorState, OriginBan, Outcome, Read,
+    Request, Seen, Window,
 };
 use crate::source::SourceSpec;
 
@@ -21,6 +21,9 @@ pub const MAX_ATTEMPTS: i64 = 6;
 pub fn retry_delay_ms(attempts: i64) -> i64 {
     1000i64 << (attempts + 1).clamp(1, 10)
 }
+
+/// The longest delay a job is ever given.
+pub const MAX_RETRY_DELAY_MS: i64 = 1000 << 10;
 
 /// An event to emit on a source.
 #[derive(Debug, Clone)]
@@ -172,92 +175,32 @@ pub fn on_event(ctx: &mut Ctx<'_>, ev: Observation<'_>, now_ms: i64) -> Result<V
     }
     // As an origin.
     let targets = targets_of(ctx, spec);
+    let event = OriginEvent {
+        source_id,
+        spec,
+        rowid,
+        account,
+    };
     match seen {
-        // bansync's own mirror is never mirrored back or onward.
-        Seen::Listed(_) if echo => {}
+        // bansync's own end on the origin's list: never mirrored back or
+        // onward. If nothing of the origin's own lies under it (a moderator
+        // lifted it before bansync's mirror landed there), the origin's own
+        // ban is gone.
+        Seen::Listed(_) if echo => {
+            let own = mirrors::load(ctx.conn, spec, account)?
+                .and_then(|m| m.prior)
+                .filter(|p| *p > now);
+            if own.is_none() {
+                origin_gone(ctx, &event, None, &targets, now_ms, &mut out, &mut notify)?;
+            }
+        }
         Seen::Listed(until) => {
             for (target, _) in targets {
                 let m = mirrors::load(ctx.conn, &target, account)?;
                 let listed = mirrors::listed(ctx.conn, &target, account)?;
-                if let Some(mut next) =
-                    decide::on_origin_ban(m.as_ref(), spec, rowid, until, listed, now)
-                {
-                    let job = mirrors::queue(
-                        ctx.conn,
-                        NewJob {
-                            origin_event: rowid,
-                            origin_source_id: source_id,
-                            target: &target,
-                            account,
-                            action: JobAction::Ban,
-                            until: Some(until),
-                        },
-                        now_ms,
-                    )?;
-                    next.job = Some(job);
-                    if let Some(m) = &m {
-                        close_superseded(ctx.conn, m, Some(job), now_ms)?;
-                    }
-                    mirrors::save(ctx.conn, &target, account, &next, now_ms)?;
-                    notify = true;
-                }
-            }
-        }
-        Seen::Gone => {
-            let lifted = kind == EventType::BanLifted;
-            for (target, rule_lifts) in targets {
-                let Some(m) = mirrors::load(ctx.conn, &target, account)? else {
-                    continue;
-                };
-                match decide::on_origin_gone(&m, spec, lifted, rule_lifts) {
-                    Gone::Keep => {}
-                    Gone::Cancel {
-                        mirror: mut next,
-                        undo,
-                    } => {
-                        let why = if lifted {
-                            CANCELLED_LIFTED
-                        } else {
-                            CANCELLED_ENDED
-                        };
-                        if let Some(j) = m.job {
-                            mirrors::close(
-                                ctx.conn,
-                                j,
-                                JobState::Cancelled,
-                                None,
-                                Some(why),
-                                now_ms,
-                            )?;
-                        }
-                        if undo {
-                            let job = mirrors::queue(
-                                ctx.conn,
-                                NewJob {
-                                    origin_event: rowid,
-                                    origin_source_id: source_id,
-                                    target: &target,
-                                    account,
-                                    action: JobAction::Lift,
-                                    until: None,
-                                },
-                                now_ms,
-                            )?;
-                            next.job = Some(job);
-                            notify = true;
-                        }
-                        mirrors::save(ctx.conn, &target, account, &next, now_ms)?;
-                        out.push(Change::propagation(
-                            EventType::PropagationFailed,
-                            account,
-                            &target,
-                            Some(m.until),
-                            None,
-                            Some(why.to_string()),
-                            now_ms,
-                        ));
-                    }
-                    Gone::Lift(mut next) => {
+                match decide::on_origin_ban(m.as_ref(), spec, rowid, until, listed, now) {
+                    OriginBan::Held => {}
+                    OriginBan::Queue(mut next) => {
                         let job = mirrors::queue(
                             ctx.conn,
                             NewJob {
@@ -265,24 +208,126 @@ pub fn on_event(ctx: &mut Ctx<'_>, ev: Observation<'_>, now_ms: i64) -> Result<V
                                 origin_source_id: source_id,
                                 target: &target,
                                 account,
-                                action: JobAction::Lift,
-                                until: None,
+                                action: JobAction::Ban,
+                                until: Some(until),
                             },
                             now_ms,
                         )?;
                         next.job = Some(job);
-                        close_superseded(ctx.conn, &m, Some(job), now_ms)?;
+                        if let Some(m) = &m {
+                            close_superseded(ctx.conn, m, Some(job), now_ms)?;
+                        }
                         mirrors::save(ctx.conn, &target, account, &next, now_ms)?;
                         notify = true;
                     }
+                    OriginBan::Drop(next) => {
+                        if let Some(m) = &m {
+                            close_superseded(ctx.conn, m, None, now_ms)?;
+                        }
+                        mirrors::save(ctx.conn, &target, account, &next, now_ms)?;
+                    }
                 }
             }
+        }
+        Seen::Gone => {
+            let lifted = kind == EventType::BanLifted;
+            origin_gone(
+                ctx,
+                &event,
+                Some(lifted),
+                &targets,
+                now_ms,
+                &mut out,
+                &mut notify,
+            )?;
         }
     }
     if notify {
         ctx.notify(Notice::Propagation);
     }
     Ok(out)
+}
+
+/// The origin event being handled, as [`origin_gone`] needs it.
+struct OriginEvent<'a> {
+    source_id: i64,
+    spec: &'a SourceSpec,
+    rowid: i64,
+    account: &'a str,
+}
+
+/// The origin's own ban of the account left its list: cancels the mirrors
+/// still pending and lifts the ones bansync owns (where a rule lifts).
+/// `lifted`: lifted early (`ban.lifted`), or ended; `None`: not known from
+/// the event (it is lifted early if the mirrored end is still ahead).
+fn origin_gone(
+    ctx: &mut Ctx<'_>,
+    ev: &OriginEvent<'_>,
+    lifted: Option<bool>,
+    targets: &[(SourceSpec, bool)],
+    now_ms: i64,
+    out: &mut Vec<Change>,
+    notify: &mut bool,
+) -> Result<()> {
+    let now = now_ms.div_euclid(1000);
+    for (target, rule_lifts) in targets {
+        let Some(m) = mirrors::load(ctx.conn, target, ev.account)? else {
+            continue;
+        };
+        let lifted = lifted.unwrap_or(m.until > now);
+        let lift_job = |conn: &Connection| {
+            mirrors::queue(
+                conn,
+                NewJob {
+                    origin_event: ev.rowid,
+                    origin_source_id: ev.source_id,
+                    target,
+                    account: ev.account,
+                    action: JobAction::Lift,
+                    until: None,
+                },
+                now_ms,
+            )
+        };
+        match decide::on_origin_gone(&m, ev.spec, lifted, *rule_lifts) {
+            Gone::Keep => {}
+            Gone::Cancel {
+                mirror: mut next,
+                undo,
+            } => {
+                let why = if lifted {
+                    CANCELLED_LIFTED
+                } else {
+                    CANCELLED_ENDED
+                };
+                if let Some(j) = m.job {
+                    mirrors::close(ctx.conn, j, JobState::Cancelled, None, Some(why), now_ms)?;
+                }
+                if undo {
+                    next.job = Some(lift_job(ctx.conn)?);
+                    *notify = true;
+                }
+                mirrors::save(ctx.conn, target, ev.account, &next, now_ms)?;
+                out.push(Change::propagation(
+                    EventType::PropagationFailed,
+                    ev.account,
+                    target,
+                    Some(m.until),
+                    None,
+                    Some(why.to_string()),
+                    now_ms,
+                ));
+            }
+            Gone::Lift(mut next) => {
+                let job = lift_job(ctx.conn)?;
+                next.job = Some(job);
+                close_superseded(ctx.conn, &m, Some(job), now_ms)?;
+                mirrors::save(ctx.conn, target, ev.account, &next, now_ms)?;
+                *notify = true;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Other origins (rules to `target`) that still ban `account` with a ban of
@@ -305,12 +350,19 @@ fn other_origins(
         if out.iter().any(|(x, _, _): &(SourceSpec, i64, i64)| *x == o) {
             continue;
         }
-        let Some(v) = mirrors::listed(ctx.conn, &o, account)?.filter(|v| *v > now) else {
+        let Some(listed) = mirrors::listed(ctx.conn, &o, account)?.filter(|v| *v > now) else {
             continue;
         };
-        if mirrors::load(ctx.conn, &o, account)?.is_some_and(|m| m.holds(v, now)) {
-            continue;
-        }
+        // An end bansync set there (even one it has lifted since, still in
+        // that origin's last walk) is not the origin's own ban; the
+        // origin's own may lie under it.
+        let v = match mirrors::load(ctx.conn, &o, account)? {
+            Some(m) if m.set_by_bansync(listed, now) => match m.prior.filter(|p| *p > now) {
+                Some(own) => own,
+                None => continue,
+            },
+            _ => listed,
+        };
         let event = mirrors::latest_ban_event(ctx.conn, &o, account)?;
         out.push((o, event, v));
     }
@@ -351,6 +403,7 @@ pub fn plan(
             job: Some(job.id),
             restore: None,
             acted_s: None,
+            holder: None,
         },
         (None, _, _) => {
             mirrors::close(

@@ -134,6 +134,8 @@ pub const MIGRATIONS: &[&str] = &[
         restore_window TEXT,
         -- when bansync's last request for it was answered (Unix s)
         acted_s INTEGER,
+        -- the origin on whose behalf the current ends were set
+        holder TEXT,
         updated_ms INTEGER NOT NULL,
         PRIMARY KEY (target, account)
     ) WITHOUT ROWID;

@@ -25,6 +25,7 @@ fn mirror(state: MirrorState) -> Mirror {
         job: Some(7),
         restore: None,
         acted_s: None,
+        holder: Some(spec("group:g")),
     }
 }
 
@@ -145,37 +146,47 @@ fn effective_end_is_what_the_target_holds_once_bansync_is_done() {
 #[test]
 fn an_origin_ban_is_mirrored_unless_the_target_holds_as_long() {
     let g = spec("group:g");
-    let m = on_origin_ban(None, &g, 9, 2_000, None, NOW).unwrap();
+    let m = on_origin_ban(None, &g, 9, 2_000, None, NOW)
+        .queued()
+        .unwrap();
     assert_eq!(
         (m.state, m.until, m.prior, m.origin_event),
         (MirrorState::Pending, 2_000, None, 9)
     );
     assert!(
-        on_origin_ban(None, &g, 9, 2_000, Some(2_000), NOW).is_none(),
+        on_origin_ban(None, &g, 9, 2_000, Some(2_000), NOW) == OriginBan::Held,
         "held as long"
     );
     assert!(
-        on_origin_ban(None, &g, 9, 2_000, Some(3_000), NOW).is_none(),
+        on_origin_ban(None, &g, 9, 2_000, Some(3_000), NOW) == OriginBan::Held,
         "held longer"
     );
     assert!(
-        on_origin_ban(None, &g, 9, NOW, None, NOW).is_none(),
+        on_origin_ban(None, &g, 9, NOW, None, NOW) == OriginBan::Held,
         "already ended"
     );
     // The target's own, shorter ban is learnt from the read before the
     // request (the last walk may be stale), not from the walk.
-    let m = on_origin_ban(None, &g, 9, 2_000, Some(700), NOW).unwrap();
+    let m = on_origin_ban(None, &g, 9, 2_000, Some(700), NOW)
+        .queued()
+        .unwrap();
     assert_eq!(m.prior, None);
     // Extending bansync's own mirror keeps the prior it found first, and
     // remembers the old windows (a slow walk may still show the old end).
     let mut owned = mirror(MirrorState::Owned);
     owned.prior = Some(600);
-    let m = on_origin_ban(Some(&owned), &g, 10, 2_000, Some(1_001), NOW).unwrap();
+    let m = on_origin_ban(Some(&owned), &g, 10, 2_000, Some(1_001), NOW)
+        .queued()
+        .unwrap();
     assert_eq!(m.prior, Some(600));
     assert!(m.ours(1_001, NOW));
     // A mirror that was lifted does not make a new one look held.
     let lifted = mirror(MirrorState::Lifted);
-    assert!(on_origin_ban(Some(&lifted), &g, 11, 900, Some(1_001), NOW).is_some());
+    assert!(
+        on_origin_ban(Some(&lifted), &g, 11, 900, Some(1_001), NOW)
+            .queued()
+            .is_some()
+    );
 }
 
 #[test]
@@ -652,7 +663,7 @@ fn run_model(acts: &[Act]) -> Result<(), TestCaseError> {
                 w.origins[o] = Some(until);
                 w.gone[o] = false;
                 let listed = w.walked;
-                if let Some(mut n) = on_origin_ban(
+                match on_origin_ban(
                     w.record.as_ref(),
                     &origin(o),
                     100 + o as i64,
@@ -660,9 +671,13 @@ fn run_model(acts: &[Act]) -> Result<(), TestCaseError> {
                     listed,
                     w.now,
                 ) {
-                    w.next_job += 1;
-                    n.job = Some(w.next_job);
-                    w.record = Some(n);
+                    OriginBan::Held => {}
+                    OriginBan::Queue(mut n) => {
+                        w.next_job += 1;
+                        n.job = Some(w.next_job);
+                        w.record = Some(n);
+                    }
+                    OriginBan::Drop(n) => w.record = Some(n),
                 }
             }
             Act::OriginLift { o } => {
