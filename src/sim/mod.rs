@@ -107,9 +107,34 @@ async fn vendor(
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    let path = format!("{service}/{command}");
+    // A slow vendor: the request waits before it is acted on at all.
+    let hold = Api::from_path(&path).and_then(|api| {
+        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let (target, offset) = target_of(api, &req);
+        let mut s = state.lock().unwrap();
+        let hold = s
+            .take_fault_of(api, &target, offset, true)
+            .and_then(|f| f.hold_ms);
+        s.holding += usize::from(hold.is_some());
+        hold
+    });
+    if let Some(ms) = hold {
+        // Counted as held until it goes on, or its caller gives up and the
+        // server drops this request.
+        struct Held(Shared);
+        impl Drop for Held {
+            fn drop(&mut self) {
+                self.0.lock().unwrap().holding -= 1;
+            }
+        }
+        let held = Held(state.clone());
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        drop(held);
+    }
     let answer = {
         let mut s = state.lock().unwrap();
-        handle(&mut s, &format!("{service}/{command}"), &q, &body)
+        handle(&mut s, &path, &q, &body)
     };
     if let Some(d) = answer.latency {
         tokio::time::sleep(d).await;
@@ -175,7 +200,7 @@ fn handle(s: &mut SimState, path: &str, q: &HashMap<String, String>, body: &[u8]
         _ => return err(s, api, 60003, "request body is not a JSON object"),
     };
     let (target, offset) = target_of(api, &req);
-    let fault = s.take_fault(api, &target, offset);
+    let fault = s.take_fault_of(api, &target, offset, false);
     let latency = fault
         .as_ref()
         .and_then(|f| f.latency_ms)
@@ -378,6 +403,7 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
                 .get_mut(&id)
                 .ok_or((10010, "group does not exist".to_string()))?;
             let (items, next) = page(list, offset, limit, now, keep, true);
+            s.note_served(ListKind::Group, &id, offset, &items);
             let list: Vec<Value> = items
                 .into_iter()
                 .map(|(a, u)| json!({"Member_Account": a, "BannedUntil": u}))
@@ -399,6 +425,7 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
                 .get_mut(&id)
                 .ok_or((100004, "room does not exist".to_string()))?;
             let (items, next) = page(list, offset, limit, now, keep, true);
+            s.note_served(ListKind::Room, &id, offset, &items);
             let list: Vec<Value> = items
                 .into_iter()
                 .map(|(a, u)| json!({"Member_Account": a, "BannedUntil": u}))
@@ -422,6 +449,7 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
                 .ok_or((30003, "account does not exist".to_string()))?;
             let seq = list.entries.len() as u64;
             let (items, next) = page(list, start, max, now, keep, false);
+            s.note_served(ListKind::User, &id, start, &items);
             let list: Vec<Value> = items
                 .into_iter()
                 .map(|(a, t)| json!({"To_Account": a, "AddBlackTimeStamp": t}))
@@ -444,24 +472,22 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
             {
                 return Err((100002, "Reason longer than 200 bytes".into()));
             }
-            let list = s
-                .rooms
-                .get_mut(&id)
-                .ok_or((100004, "room does not exist".to_string()))?;
+            if !s.rooms.contains_key(&id) {
+                return Err((100004, "room does not exist".to_string()));
+            }
             for m in members {
-                list.upsert(&m, now + duration as i64);
+                s.rest_ban(ListKind::Room, &id, &m, now + duration as i64, now);
             }
             Ok(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}))
         }
         Api::RoomUnban => {
             let id = field_str(req, "RoomId", 100002)?.to_string();
             let members = accounts(req, "MemberList_Account", 100002, 100002)?;
-            let list = s
-                .rooms
-                .get_mut(&id)
-                .ok_or((100004, "room does not exist".to_string()))?;
+            if !s.rooms.contains_key(&id) {
+                return Err((100004, "room does not exist".to_string()));
+            }
             for m in members {
-                list.remove(&m);
+                s.rest_unban(ListKind::Room, &id, &m, now);
             }
             Ok(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}))
         }
@@ -469,15 +495,14 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
             let id = field_str(req, "GroupId", 10004)?.to_string();
             let members = accounts(req, "Members_Account", 10004, 10005)?;
             let duration = field_u64(req, "Duration", 10004, None)?;
-            let list = s
-                .groups
-                .get_mut(&id)
-                .ok_or((10010, "group does not exist".to_string()))?;
+            if !s.groups.contains_key(&id) {
+                return Err((10010, "group does not exist".to_string()));
+            }
             for m in members {
                 if duration == 0 {
-                    list.remove(&m);
+                    s.rest_unban(ListKind::Group, &id, &m, now);
                 } else {
-                    list.upsert(&m, now + duration as i64);
+                    s.rest_ban(ListKind::Group, &id, &m, now + duration as i64, now);
                 }
             }
             Ok(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}))
@@ -485,12 +510,11 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
         Api::GroupUnban => {
             let id = field_str(req, "GroupId", 10004)?.to_string();
             let members = accounts(req, "Members_Account", 10004, 10005)?;
-            let list = s
-                .groups
-                .get_mut(&id)
-                .ok_or((10010, "group does not exist".to_string()))?;
+            if !s.groups.contains_key(&id) {
+                return Err((10010, "group does not exist".to_string()));
+            }
             for m in members {
-                list.remove(&m);
+                s.rest_unban(ListKind::Group, &id, &m, now);
             }
             Ok(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}))
         }
@@ -647,8 +671,13 @@ async fn ctl_seed(
             let entries = (spec.offset..spec.offset + spec.entries)
                 .map(|j| (format!("u{j}"), value))
                 .collect();
-            s.lists(spec.kind)
-                .insert(format!("{}{i}", spec.prefix), state::List { entries });
+            s.lists(spec.kind).insert(
+                format!("{}{i}", spec.prefix),
+                state::List {
+                    entries,
+                    set_by: HashMap::new(),
+                },
+            );
             lists += 1;
         }
     }

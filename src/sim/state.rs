@@ -8,10 +8,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::tencent::Api;
 
+/// Who set a ban: a moderator (the control API: the app's own users and
+/// servers), or a REST ban request (bansync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetBy {
+    Moderator,
+    /// A REST request; `under`: the moderator's own end it extended, if any.
+    Rest {
+        under: Option<i64>,
+    },
+}
+
 /// A list in vendor order (offsets index it, so removals shift later entries).
 #[derive(Debug, Default, Clone)]
 pub struct List {
     pub entries: Vec<(String, i64)>,
+    /// Who set each entry; entries not named here were set by a moderator.
+    pub set_by: HashMap<String, SetBy>,
 }
 
 impl List {
@@ -25,7 +39,20 @@ impl List {
     pub fn remove(&mut self, account: &str) -> bool {
         let before = self.entries.len();
         self.entries.retain(|(a, _)| a != account);
+        self.set_by.remove(account);
         before != self.entries.len()
+    }
+
+    /// An entry's end and who set it.
+    pub fn get(&self, account: &str) -> Option<(i64, SetBy)> {
+        let (_, end) = self.entries.iter().find(|(a, _)| a == account)?;
+        Some((
+            *end,
+            self.set_by
+                .get(account)
+                .copied()
+                .unwrap_or(SetBy::Moderator),
+        ))
     }
 
     /// Drops bans whose end has passed, as the vendor does.
@@ -60,6 +87,9 @@ pub struct Fault {
     pub malformed: Option<String>,
     /// Delay the answer.
     pub latency_ms: Option<u64>,
+    /// Hold the request this long before acting on it: a slow vendor that
+    /// still applies it, later than it was sent.
+    pub hold_ms: Option<u64>,
     /// Matching requests to let through first.
     #[serde(default)]
     pub after: u32,
@@ -100,6 +130,55 @@ fn one() -> u64 {
     1
 }
 
+/// One change to a list, as a test's record.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListChange {
+    /// Orders changes whatever the clock does ([`SimState::tick`]).
+    pub tick: u64,
+    pub at_ms: i64,
+    pub kind: ListKind,
+    pub id: String,
+    pub account: String,
+    /// The end set, or `None` when removed.
+    pub end: Option<i64>,
+    pub by: SetBy,
+}
+
+/// What a test asked the simulator to record.
+#[derive(Debug, Default)]
+pub struct Recording {
+    /// Every change a REST request made.
+    pub rest: Vec<ListChange>,
+    /// REST requests that lifted, shortened or restored a ban no REST
+    /// request had set: what bansync must never do.
+    pub audit: Vec<String>,
+    /// Pages served: (kind, id, offset, accounts).
+    pub served: Vec<(ListKind, String, u64, Vec<String>)>,
+    /// When a moderator last changed an entry (tick).
+    pub moderated: HashMap<(ListKind, String, String), u64>,
+    /// When the latest read of a list began (tick of its first page).
+    pub read_started: HashMap<(ListKind, String), u64>,
+    /// What the audit would have flagged, had the moderator not acted
+    /// after the client last began reading the list: a race no client of a
+    /// last-writer-wins API can see, not a decision taken on what it knew.
+    pub raced: Vec<String>,
+}
+
+impl Recording {
+    /// Files `finding` under the audit, or under races if a moderator
+    /// changed the entry after the latest read of the list began.
+    fn flag(&mut self, kind: ListKind, id: &str, account: &str, finding: String) {
+        let moderated = self
+            .moderated
+            .get(&(kind, id.to_string(), account.to_string()));
+        let read = self.read_started.get(&(kind, id.to_string()));
+        match (moderated, read) {
+            (Some(m), Some(r)) if m > r => self.raced.push(finding),
+            _ => self.audit.push(finding),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ApiStats {
     pub calls: u64,
@@ -130,6 +209,13 @@ pub struct SimState {
     pub request_seq: u64,
     /// The vendor's wall clock (tests step it).
     pub clock: crate::clock::Clock,
+    /// What tests asked to have recorded (off unless set).
+    pub recording: Option<Recording>,
+    /// Requests held by a `hold_ms` fault right now.
+    pub holding: usize,
+    /// Counts REST changes (and whatever tests count with it): an order
+    /// that does not move when the clock is stepped.
+    pub tick: u64,
 }
 
 impl SimState {
@@ -150,6 +236,119 @@ impl SimState {
             sig_cache: HashMap::new(),
             request_seq: 0,
             clock: crate::clock::Clock::system(),
+            recording: None,
+            holding: 0,
+            tick: 0,
+        }
+    }
+
+    /// The next tick.
+    pub fn tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    /// A REST ban request set `end` for `account` on a list: records who
+    /// held it before and whether a moderator's ban was cut short.
+    pub fn rest_ban(&mut self, kind: ListKind, id: &str, account: &str, end: i64, now: i64) {
+        let list = self.lists(kind).entry(id.to_string()).or_default();
+        let prev = list.get(account).filter(|(e, _)| *e > now);
+        let under = match prev {
+            Some((e, SetBy::Moderator)) => Some(e),
+            Some((_, SetBy::Rest { under })) => under,
+            None => None,
+        };
+        // Giving a moderator's own end back (a restore) hands it back.
+        let by = match under {
+            Some(u) if (u..=u + 3).contains(&end) => SetBy::Moderator,
+            _ => SetBy::Rest { under },
+        };
+        list.upsert(account, end);
+        list.set_by.insert(account.to_string(), by);
+        let tick = self.tick();
+        if let Some(rec) = &mut self.recording {
+            if let Some((e, SetBy::Moderator)) = prev
+                && end < e
+            {
+                rec.flag(
+                    kind,
+                    id,
+                    account,
+                    format!("{kind:?} {id}: a REST ban cut {account}'s moderator ban ending {e} to {end}"),
+                );
+            }
+            rec.rest.push(ListChange {
+                tick,
+                at_ms: self.clock.now_ms(),
+                kind,
+                id: id.to_string(),
+                account: account.to_string(),
+                end: Some(end),
+                by,
+            });
+        }
+    }
+
+    /// A moderator changed an entry (recorded when asked to).
+    pub fn note_moderated(&mut self, kind: ListKind, id: &str, account: &str) {
+        if self.recording.is_some() {
+            let tick = self.tick();
+            if let Some(rec) = &mut self.recording {
+                rec.moderated
+                    .insert((kind, id.to_string(), account.to_string()), tick);
+            }
+        }
+    }
+
+    /// Records a page served, when asked to.
+    pub fn note_served(&mut self, kind: ListKind, id: &str, offset: u64, items: &[(String, i64)]) {
+        if offset == 0 && self.recording.is_some() {
+            let tick = self.tick();
+            if let Some(rec) = &mut self.recording {
+                rec.read_started.insert((kind, id.to_string()), tick);
+            }
+        }
+        if let Some(rec) = &mut self.recording {
+            rec.served.push((
+                kind,
+                id.to_string(),
+                offset,
+                items.iter().map(|(a, _)| a.clone()).collect(),
+            ));
+        }
+    }
+
+    /// A REST unban request for `account` on a list.
+    pub fn rest_unban(&mut self, kind: ListKind, id: &str, account: &str, now: i64) {
+        let list = self.lists(kind).entry(id.to_string()).or_default();
+        let prev = list.get(account).filter(|(e, _)| *e > now);
+        list.remove(account);
+        let tick = self.tick();
+        if let Some(rec) = &mut self.recording {
+            match prev {
+                Some((e, SetBy::Moderator)) => rec.flag(
+                    kind,
+                    id,
+                    account,
+                    format!("{kind:?} {id}: a REST unban lifted {account}'s moderator ban ending {e}"),
+                ),
+                Some((_, SetBy::Rest { under: Some(u) })) if u > now => rec.flag(
+                    kind,
+                    id,
+                    account,
+                    format!("{kind:?} {id}: a REST unban lifted {account}'s moderator ban ending {u} (under a mirror) instead of giving it back"),
+                ),
+                _ => {}
+            }
+            rec.rest.push(ListChange {
+                tick,
+                at_ms: self.clock.now_ms(),
+                kind,
+                id: id.to_string(),
+                account: account.to_string(),
+                end: None,
+                by: SetBy::Rest { under: None },
+            });
         }
     }
 
@@ -186,9 +385,16 @@ impl SimState {
     }
 
     /// The first armed fault matching this request, consumed by one.
-    pub fn take_fault(&mut self, api: Api, target: &str, offset: u64) -> Option<Fault> {
+    /// `hold`: only faults that hold requests (`hold_ms`), or only others.
+    pub fn take_fault_of(
+        &mut self,
+        api: Api,
+        target: &str,
+        offset: u64,
+        hold: bool,
+    ) -> Option<Fault> {
         for (f, seen) in self.faults.iter_mut() {
-            if !f.matches(api, target, offset) {
+            if !f.matches(api, target, offset) || f.hold_ms.is_some() != hold {
                 continue;
             }
             *seen += 1;

@@ -61,10 +61,15 @@ impl Sim {
         format!("http://{}", self.addr)
     }
 
+    /// A moderator sets the whole list.
     pub fn set(&self, kind: ListKind, id: &str, entries: &[(&str, i64)]) {
         let mut s = self.state.lock().unwrap();
         let list = s.lists(kind).entry(id.to_string()).or_default();
         list.entries = entries.iter().map(|(a, v)| (a.to_string(), *v)).collect();
+        list.set_by.clear();
+        for (a, _) in entries {
+            s.note_moderated(kind, id, a);
+        }
     }
 
     pub fn fill(&self, kind: ListKind, id: &str, n: usize, value: i64) {
@@ -73,19 +78,22 @@ impl Sim {
         list.entries = (0..n).map(|i| (format!("u{i:05}"), value)).collect();
     }
 
+    /// A moderator bans (or blocks) `account`.
     pub fn upsert(&self, kind: ListKind, id: &str, account: &str, value: i64) {
         let mut s = self.state.lock().unwrap();
-        s.lists(kind)
-            .entry(id.to_string())
-            .or_default()
-            .upsert(account, value);
+        let list = s.lists(kind).entry(id.to_string()).or_default();
+        list.upsert(account, value);
+        list.set_by.remove(account);
+        s.note_moderated(kind, id, account);
     }
 
+    /// A moderator lifts (or unblocks) `account`.
     pub fn remove(&self, kind: ListKind, id: &str, account: &str) {
         let mut s = self.state.lock().unwrap();
         if let Some(l) = s.lists(kind).get_mut(id) {
             l.remove(account);
         }
+        s.note_moderated(kind, id, account);
     }
 
     pub fn destroy(&self, kind: ListKind, id: &str) {
@@ -112,6 +120,71 @@ impl Sim {
 
     pub fn mutate(&self, m: sim::Mutation) {
         self.state.lock().unwrap().mutations.push(m);
+    }
+
+    /// The simulator's next tick: an order that clock steps do not move.
+    pub fn tick(&self) -> u64 {
+        self.state.lock().unwrap().tick()
+    }
+
+    /// Starts recording REST changes, the ownership audit and pages served.
+    pub fn record(&self) {
+        self.state.lock().unwrap().recording = Some(Default::default());
+    }
+
+    /// Audit findings excused as races with a moderator (see `Recording`).
+    pub fn raced(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .recording
+            .as_ref()
+            .map_or(0, |r| r.raced.len())
+    }
+
+    /// What the audit found: REST requests that lifted, shortened or
+    /// restored a ban no REST request had set.
+    pub fn audit(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .recording
+            .as_ref()
+            .map(|r| r.audit.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every change a REST request made, in order.
+    pub fn rest_changes(&self) -> Vec<sim::state::ListChange> {
+        self.state
+            .lock()
+            .unwrap()
+            .recording
+            .as_ref()
+            .map(|r| r.rest.clone())
+            .unwrap_or_default()
+    }
+
+    /// Takes the pages served since the last call: (kind, id, offset, accounts).
+    pub fn take_served(&self) -> Vec<(ListKind, String, u64, Vec<String>)> {
+        self.state
+            .lock()
+            .unwrap()
+            .recording
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.served))
+            .unwrap_or_default()
+    }
+
+    /// Who set `account`'s entry on a list, and its end.
+    pub fn entry(
+        &self,
+        kind: ListKind,
+        id: &str,
+        account: &str,
+    ) -> Option<(i64, sim::state::SetBy)> {
+        let mut s = self.state.lock().unwrap();
+        s.lists(kind).get(id).and_then(|l| l.get(account))
     }
 
     pub fn stats(&self) -> serde_json::Value {
