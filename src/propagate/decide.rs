@@ -163,6 +163,10 @@ pub struct Mirror {
     pub windows: Vec<Window>,
     /// Of those, the ones that can be on the list now.
     pub current: Vec<Window>,
+    /// Windows of requests that got no answer: the vendor may act on them
+    /// late, after a newer request applied, so they stay possible on the
+    /// list.
+    pub unanswered: Vec<Window>,
     /// A request that is out.
     pub in_flight: Option<InFlight>,
     /// The target's own running ban end before bansync's mirror extended it:
@@ -211,6 +215,7 @@ impl Mirror {
             return false;
         }
         self.current.iter().any(|w| w.contains(v))
+            || self.unanswered.iter().any(|w| w.contains(v))
             || self.in_flight.is_some_and(|f| f.window(now).contains(v))
     }
 
@@ -228,10 +233,12 @@ impl Mirror {
             self.current = vec![w];
         } else {
             add_window(&mut self.current, w);
+            add_window(&mut self.unanswered, w);
         }
     }
 
-    /// Nothing of bansync's is on the list any more.
+    /// Nothing of bansync's is on the list any more (as far as known: an
+    /// unanswered request may still land).
     pub fn off_the_list(&mut self) {
         self.current.clear();
         self.holder = None;
@@ -239,7 +246,7 @@ impl Mirror {
 
     /// An end of bansync's may be on the list now.
     pub fn may_be_on_the_list(&self) -> bool {
-        !self.current.is_empty() || self.in_flight.is_some()
+        !self.current.is_empty() || !self.unanswered.is_empty() || self.in_flight.is_some()
     }
 
     /// The latest end any of its windows allows.
@@ -343,6 +350,7 @@ pub fn on_origin_ban(
         windows: m.map(|m| m.windows.clone()).unwrap_or_default(),
         // An earlier mirror of bansync's may still be on the list.
         current: m.map(|m| m.current.clone()).unwrap_or_default(),
+        unanswered: m.map(|m| m.unanswered.clone()).unwrap_or_default(),
         in_flight: None,
         prior: carried.filter(|p| *p > now),
         job: None,
@@ -447,6 +455,13 @@ pub fn on_target_seen(m: &Mirror, seen: Seen, read_from: i64, now: i64) -> Obser
                 }
                 MirrorState::Cancelled => {
                     next.state = MirrorState::Lifting;
+                    lift = true;
+                }
+                // A request that got no answer landed after the lift, seen
+                // by a walk that started after it: lift it again.
+                MirrorState::Lifted if !stale => {
+                    next.state = MirrorState::Lifting;
+                    next.job = None;
                     lift = true;
                 }
                 _ => {}

@@ -119,22 +119,31 @@ async fn vendor(
         s.holding += usize::from(hold.is_some());
         hold
     });
-    if let Some(ms) = hold {
-        // Counted as held until it goes on, or its caller gives up and the
-        // server drops this request.
-        struct Held(Shared);
-        impl Drop for Held {
-            fn drop(&mut self) {
-                self.0.lock().unwrap().holding -= 1;
+    let answer = match hold {
+        // Acted on later, whether or not its caller is still waiting (a
+        // vendor works through its queue): in a task of its own, which the
+        // server does not drop when the caller gives up.
+        Some(ms) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let state = state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let answer = {
+                    let mut s = state.lock().unwrap();
+                    s.holding -= 1;
+                    handle(&mut s, &path, &q, &body)
+                };
+                let _ = tx.send(answer);
+            });
+            match rx.await {
+                Ok(a) => a,
+                Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
             }
         }
-        let held = Held(state.clone());
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        drop(held);
-    }
-    let answer = {
-        let mut s = state.lock().unwrap();
-        handle(&mut s, &path, &q, &body)
+        None => {
+            let mut s = state.lock().unwrap();
+            handle(&mut s, &path, &q, &body)
+        }
     };
     if let Some(d) = answer.latency {
         tokio::time::sleep(d).await;

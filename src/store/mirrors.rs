@@ -152,11 +152,12 @@ pub fn load(conn: &Connection, target: &SourceSpec, account: &str) -> Result<Opt
         String,
         Option<i64>,
         Option<String>,
+        String,
     );
     let row: Option<Row> = conn
         .prepare_cached(
             "SELECT origin_source, origin_event, banned_until, state, windows, in_flight_since,
-                    in_flight_until, in_flight_max, prior_until, job, restore_window, current_windows, acted_s, holder
+                    in_flight_until, in_flight_max, prior_until, job, restore_window, current_windows, acted_s, holder, unanswered_windows
              FROM mirrors WHERE target = ?1 AND account = ?2",
         )?
         .query_row(params![target.to_string(), account], |r| {
@@ -175,6 +176,7 @@ pub fn load(conn: &Connection, target: &SourceSpec, account: &str) -> Result<Opt
                                 r.get(11)?,
                 r.get(12)?,
                 r.get(13)?,
+                r.get(14)?,
             ))
         })
         .optional()?;
@@ -193,6 +195,7 @@ pub fn load(conn: &Connection, target: &SourceSpec, account: &str) -> Result<Opt
         current,
         acted_s,
         holder,
+        unanswered,
     )) = row
     else {
         return Ok(None);
@@ -205,6 +208,7 @@ pub fn load(conn: &Connection, target: &SourceSpec, account: &str) -> Result<Opt
             .ok_or_else(|| StoreError::Invalid(format!("mirror state `{state}`")))?,
         windows: parse_windows(&windows)?,
         current: parse_windows(&current)?,
+        unanswered: parse_windows(&unanswered)?,
         in_flight: match (since, fl_until, fl_max) {
             (Some(since_s), Some(until), Some(max_s)) => Some(InFlight {
                 since_s,
@@ -237,15 +241,16 @@ pub fn save(
     conn.prepare_cached(
         "INSERT INTO mirrors (target, account, origin_source, origin_event, banned_until, state, windows,
                               in_flight_since, in_flight_until, in_flight_max, prior_until, job, updated_ms,
-                                                            restore_window, current_windows, acted_s, holder)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                                                            restore_window, current_windows, acted_s, holder, unanswered_windows)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
          ON CONFLICT (target, account) DO UPDATE SET origin_source = excluded.origin_source,
              origin_event = excluded.origin_event, banned_until = excluded.banned_until, state = excluded.state,
              windows = excluded.windows, in_flight_since = excluded.in_flight_since,
              in_flight_until = excluded.in_flight_until, in_flight_max = excluded.in_flight_max,
              prior_until = excluded.prior_until, job = excluded.job, updated_ms = excluded.updated_ms,
                           restore_window = excluded.restore_window, current_windows = excluded.current_windows,
-             acted_s = excluded.acted_s, holder = excluded.holder",
+             acted_s = excluded.acted_s, holder = excluded.holder,
+             unanswered_windows = excluded.unanswered_windows",
     )?
     .execute(params![
         target.to_string(),
@@ -265,6 +270,7 @@ pub fn save(
                 windows_text(&m.current),
         m.acted_s,
         m.holder.as_ref().map(|h| h.to_string()),
+        windows_text(&m.unanswered),
     ])?;
     Ok(())
 }

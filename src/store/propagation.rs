@@ -398,6 +398,7 @@ pub fn plan(
             state: MirrorState::Pending,
             windows: Vec::new(),
             current: Vec::new(),
+            unanswered: Vec::new(),
             in_flight: None,
             prior: None,
             job: Some(job.id),

@@ -122,6 +122,8 @@ pub const MIGRATIONS: &[&str] = &[
         windows TEXT NOT NULL DEFAULT '',
         -- of those, the ones that can be on the list now
         current_windows TEXT NOT NULL DEFAULT '',
+        -- windows of requests that got no answer (they may land late)
+        unanswered_windows TEXT NOT NULL DEFAULT '',
         -- a request that is out: since (Unix s), the end it carries, its longest wait (s)
         in_flight_since INTEGER,
         in_flight_until INTEGER,

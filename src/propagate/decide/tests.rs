@@ -20,6 +20,7 @@ fn mirror(state: MirrorState) -> Mirror {
             lo: 1_000,
             hi: 1_003,
         }],
+        unanswered: Vec::new(),
         in_flight: None,
         prior: None,
         job: Some(7),
@@ -73,7 +74,7 @@ fn windows_merge_and_stay_few_and_an_applied_request_replaces_what_is_current() 
             lo: 1_002,
             hi: 1_010,
         },
-        false,
+        true,
     );
     assert_eq!(
         m.windows,
@@ -85,10 +86,10 @@ fn windows_merge_and_stay_few_and_an_applied_request_replaces_what_is_current() 
     assert_eq!(
         m.current,
         vec![Window {
-            lo: 1_000,
+            lo: 1_002,
             hi: 1_010
         }],
-        "unanswered: either may be on the list"
+        "applied: only it is on the list"
     );
     m.remember(
         Window {
@@ -97,18 +98,37 @@ fn windows_merge_and_stay_few_and_an_applied_request_replaces_what_is_current() 
         },
         true,
     );
+    assert!(
+        m.ours(1_005, NOW) && !m.holds(1_005, NOW),
+        "an older applied end is an echo, not bansync's to lift"
+    );
+    // An unanswered request may land late, after a newer one applied.
+    m.remember(
+        Window {
+            lo: 7_000,
+            hi: 7_040,
+        },
+        false,
+    );
+    m.remember(
+        Window {
+            lo: 8_000,
+            hi: 8_002,
+        },
+        true,
+    );
     assert_eq!(
         m.current,
         vec![Window {
-            lo: 5_000,
-            hi: 5_002
-        }],
-        "applied: only it is on the list"
+            lo: 8_000,
+            hi: 8_002
+        }]
     );
     assert!(
-        m.ours(1_005, NOW) && !m.holds(1_005, NOW),
-        "an older end is an echo, not bansync's to lift"
+        m.holds(7_030, NOW),
+        "the unanswered one may still be bansync's end on the list"
     );
+    assert!(m.may_be_on_the_list());
     for i in 0..20 {
         m.remember(
             Window {
@@ -120,6 +140,7 @@ fn windows_merge_and_stay_few_and_an_applied_request_replaces_what_is_current() 
     }
     assert_eq!(m.windows.len(), MAX_WINDOWS);
     assert_eq!(m.current.len(), MAX_WINDOWS);
+    assert_eq!(m.unanswered.len(), MAX_WINDOWS);
     assert_eq!(m.latest_end(), Some(10_001 + 19 * 100));
 }
 
