@@ -1064,8 +1064,13 @@ async fn mirror_trial(seed: u64) -> Trial {
         // A lift is known once a second walk confirms it: a mirror may
         // follow a ban lifted within the two steps before its request
         // (the quiet phase counts as a step).
-        let step = step_starts.iter().rposition(|s| *s <= c.tick).unwrap_or(0);
-        let lag_from = if c.tick >= quiet_from {
+        // Judged by when the request arrived (what bansync could know when
+        // it sent it), not when a slow vendor acted on it.
+        let step = step_starts
+            .iter()
+            .rposition(|s| *s <= c.arrived)
+            .unwrap_or(0);
+        let lag_from = if c.arrived >= quiet_from {
             step_starts[step_starts.len().saturating_sub(1)]
         } else {
             step_starts[step.saturating_sub(2)]
@@ -1074,7 +1079,7 @@ async fn mirror_trial(seed: u64) -> Trial {
             r.from.iter().any(|o| {
                 mods.history.get(&(*o, c.account.clone())).is_some_and(|h| {
                     h.iter().any(|(from, to, u)| {
-                        *from <= c.tick
+                        *from <= c.arrived
                             && to.is_none_or(|to| to >= lag_from)
                             && end - 10 <= *u
                             && *u <= end

@@ -471,13 +471,17 @@ pub fn on_target_seen(m: &Mirror, seen: Seen, read_from: i64, now: i64) -> Obser
         // landed: an echo, and no news about who holds the list now.
         Seen::Listed(v) if m.ours(v, now) => echo = true,
         Seen::Listed(_) | Seen::Gone if stale => {}
-        Seen::Listed(_) => {
-            if matches!(m.state, MirrorState::Owned | MirrorState::Lifting) {
+        Seen::Listed(v) => match m.state {
+            MirrorState::Owned | MirrorState::Lifting => {
                 next.state = MirrorState::Released;
                 next.job = None;
                 next.off_the_list();
             }
-        }
+            // A request of bansync's is still to land (or may land late):
+            // this, the target's own end now, is what it would extend.
+            MirrorState::Pending if v > now => next.prior = Some(v),
+            _ => {}
+        },
         Seen::Gone => {
             // Still to be applied, or an answer still to come back.
             let awaited = m.state == MirrorState::Pending

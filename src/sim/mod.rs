@@ -109,16 +109,18 @@ async fn vendor(
 ) -> Response {
     let path = format!("{service}/{command}");
     // A slow vendor: the request waits before it is acted on at all.
-    let hold = Api::from_path(&path).and_then(|api| {
-        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (target, offset) = target_of(api, &req);
+    let (hold, arrived) = {
         let mut s = state.lock().unwrap();
-        let hold = s
-            .take_fault_of(api, &target, offset, true)
-            .and_then(|f| f.hold_ms);
+        let arrived = s.tick();
+        let hold = Api::from_path(&path).and_then(|api| {
+            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let (target, offset) = target_of(api, &req);
+            s.take_fault_of(api, &target, offset, true)
+                .and_then(|f| f.hold_ms)
+        });
         s.holding += usize::from(hold.is_some());
-        hold
-    });
+        (hold, arrived)
+    };
     let answer = match hold {
         // Acted on later, whether or not its caller is still waiting (a
         // vendor works through its queue): in a task of its own, which the
@@ -131,6 +133,7 @@ async fn vendor(
                 let answer = {
                     let mut s = state.lock().unwrap();
                     s.holding -= 1;
+                    s.arrived = arrived;
                     handle(&mut s, &path, &q, &body)
                 };
                 let _ = tx.send(answer);
@@ -142,6 +145,7 @@ async fn vendor(
         }
         None => {
             let mut s = state.lock().unwrap();
+            s.arrived = arrived;
             handle(&mut s, &path, &q, &body)
         }
     };

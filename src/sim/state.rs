@@ -14,9 +14,12 @@ use crate::tencent::Api;
 #[serde(rename_all = "snake_case")]
 pub enum SetBy {
     Moderator,
-    /// A REST request; `under`: the moderator's own end it extended, if any.
+    /// A REST request; `under`: the moderator's own end it extended, if
+    /// any; `raced`: that moderator's ban came after the request was sent
+    /// (its sender could not know what it overwrote).
     Rest {
         under: Option<i64>,
+        raced: bool,
     },
 }
 
@@ -135,6 +138,9 @@ fn one() -> u64 {
 pub struct ListChange {
     /// Orders changes whatever the clock does ([`SimState::tick`]).
     pub tick: u64,
+    /// When the request that made it arrived (before a hold): what its
+    /// sender could have known is what happened before this.
+    pub arrived: u64,
     pub at_ms: i64,
     pub kind: ListKind,
     pub id: String,
@@ -156,8 +162,8 @@ pub struct Recording {
     pub served: Vec<(ListKind, String, u64, Vec<String>)>,
     /// When a moderator last changed an entry (tick).
     pub moderated: HashMap<(ListKind, String, String), u64>,
-    /// When the latest read of a list began (tick of its first page).
-    pub read_started: HashMap<(ListKind, String), u64>,
+    /// When reads of a list began (ticks of their first pages).
+    pub read_started: HashMap<(ListKind, String), Vec<u64>>,
     /// What the audit would have flagged, had the moderator not acted
     /// after the client last began reading the list: a race no client of a
     /// last-writer-wins API can see, not a decision taken on what it knew.
@@ -166,12 +172,16 @@ pub struct Recording {
 
 impl Recording {
     /// Files `finding` under the audit, or under races if a moderator
-    /// changed the entry after the latest read of the list began.
-    fn flag(&mut self, kind: ListKind, id: &str, account: &str, finding: String) {
+    /// changed the entry after the last read of the list that began before
+    /// the request arrived (what the client decided on).
+    fn flag(&mut self, kind: ListKind, id: &str, account: &str, arrived: u64, finding: String) {
         let moderated = self
             .moderated
             .get(&(kind, id.to_string(), account.to_string()));
-        let read = self.read_started.get(&(kind, id.to_string()));
+        let read = self
+            .read_started
+            .get(&(kind, id.to_string()))
+            .and_then(|reads| reads.iter().rev().find(|r| **r < arrived));
         match (moderated, read) {
             (Some(m), Some(r)) if m > r => self.raced.push(finding),
             _ => self.audit.push(finding),
@@ -216,6 +226,8 @@ pub struct SimState {
     /// Counts REST changes (and whatever tests count with it): an order
     /// that does not move when the clock is stepped.
     pub tick: u64,
+    /// The tick at which the request being handled arrived.
+    pub arrived: u64,
 }
 
 impl SimState {
@@ -239,6 +251,7 @@ impl SimState {
             recording: None,
             holding: 0,
             tick: 0,
+            arrived: 0,
         }
     }
 
@@ -251,17 +264,23 @@ impl SimState {
     /// A REST ban request set `end` for `account` on a list: records who
     /// held it before and whether a moderator's ban was cut short.
     pub fn rest_ban(&mut self, kind: ListKind, id: &str, account: &str, end: i64, now: i64) {
+        let arrived = self.arrived;
+        let moderated_after = self.recording.as_ref().is_some_and(|r| {
+            r.moderated
+                .get(&(kind, id.to_string(), account.to_string()))
+                .is_some_and(|m| *m > arrived)
+        });
         let list = self.lists(kind).entry(id.to_string()).or_default();
         let prev = list.get(account).filter(|(e, _)| *e > now);
-        let under = match prev {
-            Some((e, SetBy::Moderator)) => Some(e),
-            Some((_, SetBy::Rest { under })) => under,
-            None => None,
+        let (under, raced) = match prev {
+            Some((e, SetBy::Moderator)) => (Some(e), moderated_after),
+            Some((_, SetBy::Rest { under, raced })) => (under, raced),
+            None => (None, false),
         };
         // Giving a moderator's own end back (a restore) hands it back.
         let by = match under {
             Some(u) if (u..=u + 3).contains(&end) => SetBy::Moderator,
-            _ => SetBy::Rest { under },
+            _ => SetBy::Rest { under, raced },
         };
         list.upsert(account, end);
         list.set_by.insert(account.to_string(), by);
@@ -274,11 +293,13 @@ impl SimState {
                     kind,
                     id,
                     account,
+                    arrived,
                     format!("{kind:?} {id}: a REST ban cut {account}'s moderator ban ending {e} to {end}"),
                 );
             }
             rec.rest.push(ListChange {
                 tick,
+                arrived,
                 at_ms: self.clock.now_ms(),
                 kind,
                 id: id.to_string(),
@@ -305,7 +326,10 @@ impl SimState {
         if offset == 0 && self.recording.is_some() {
             let tick = self.tick();
             if let Some(rec) = &mut self.recording {
-                rec.read_started.insert((kind, id.to_string()), tick);
+                rec.read_started
+                    .entry((kind, id.to_string()))
+                    .or_default()
+                    .push(tick);
             }
         }
         if let Some(rec) = &mut self.recording {
@@ -323,31 +347,44 @@ impl SimState {
         let list = self.lists(kind).entry(id.to_string()).or_default();
         let prev = list.get(account).filter(|(e, _)| *e > now);
         list.remove(account);
-        let tick = self.tick();
+        let (tick, arrived) = (self.tick(), self.arrived);
         if let Some(rec) = &mut self.recording {
             match prev {
                 Some((e, SetBy::Moderator)) => rec.flag(
                     kind,
                     id,
                     account,
+                    arrived,
                     format!("{kind:?} {id}: a REST unban lifted {account}'s moderator ban ending {e}"),
                 ),
-                Some((_, SetBy::Rest { under: Some(u) })) if u > now => rec.flag(
+                // What a request overwrote without its sender knowing is
+                // not what its sender can give back.
+                Some((_, SetBy::Rest { under: Some(u), raced: true })) if u > now => {
+                    rec.raced.push(format!(
+                        "{kind:?} {id}: a REST unban lifted {account}'s moderator ban ending {u}, overwritten by a request sent before it"
+                    ))
+                }
+                Some((_, SetBy::Rest { under: Some(u), .. })) if u > now => rec.flag(
                     kind,
                     id,
                     account,
+                    arrived,
                     format!("{kind:?} {id}: a REST unban lifted {account}'s moderator ban ending {u} (under a mirror) instead of giving it back"),
                 ),
                 _ => {}
             }
             rec.rest.push(ListChange {
                 tick,
+                arrived,
                 at_ms: self.clock.now_ms(),
                 kind,
                 id: id.to_string(),
                 account: account.to_string(),
                 end: None,
-                by: SetBy::Rest { under: None },
+                by: SetBy::Rest {
+                    under: None,
+                    raced: false,
+                },
             });
         }
     }
