@@ -457,3 +457,47 @@ async fn a_backward_clock_step_never_revives_an_ended_ban() {
         "one ban of x, reported ended once"
     );
 }
+
+/// Found by the reliability suite (seed 55173): an origin's moderator
+/// shortens the ban, which then runs out. The mirror copied the old, longer
+/// end; for it the ban ended early, as with a lift. With `lift = true` the
+/// mirror is lifted, and where it had extended a ban the target already
+/// held, that ban's own end is given back.
+#[tokio::test]
+async fn a_shortened_origin_ban_that_runs_out_lifts_its_mirror() {
+    for under in [false, true] {
+        let sim = Sim::start(100_000).await;
+        let dir = tempfile::tempdir().unwrap();
+        let e = mirror_engine(dir.path(), &sim, G_TO_T, "");
+        sim.set(ListKind::Group, "g", &[]);
+        let theirs = now() + 300;
+        if under {
+            sim.set(ListKind::Room, "t", &[("x", theirs)]);
+        } else {
+            sim.set(ListKind::Room, "t", &[]);
+        }
+        e.walk("group:g").await;
+        e.walk("room:t").await;
+        sim.upsert(ListKind::Group, "g", "x", now() + 600);
+        e.walk("group:g").await;
+        propagator(&e).try_execute().await.unwrap();
+        assert!(
+            held(&sim, ListKind::Room, "t", "x") > Some(now() + 500),
+            "mirrored"
+        );
+        e.walk("room:t").await;
+        // g's moderator shortens the ban to two seconds; it runs out.
+        sim.upsert(ListKind::Group, "g", "x", now() + 2);
+        e.walk("group:g").await;
+        propagator(&e).try_execute().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3100)).await;
+        e.expiry().try_execute().await.unwrap();
+        assert!(e.events("group:g").contains(&ev("ban.expired", "x")));
+        propagator(&e).try_execute().await.unwrap();
+        assert_eq!(
+            held(&sim, ListKind::Room, "t", "x"),
+            under.then_some(theirs),
+            "the mirror is lifted (a moderator's ban under it: {under})"
+        );
+    }
+}

@@ -191,7 +191,15 @@ pub fn on_event(ctx: &mut Ctx<'_>, ev: Observation<'_>, now_ms: i64) -> Result<V
                 .and_then(|m| m.prior)
                 .filter(|p| *p > now);
             if own.is_none() {
-                origin_gone(ctx, &event, None, &targets, now_ms, &mut out, &mut notify)?;
+                origin_gone(
+                    ctx,
+                    &event,
+                    Ended::Unknown,
+                    &targets,
+                    now_ms,
+                    &mut out,
+                    &mut notify,
+                )?;
             }
         }
         Seen::Listed(until) => {
@@ -230,22 +238,29 @@ pub fn on_event(ctx: &mut Ctx<'_>, ev: Observation<'_>, now_ms: i64) -> Result<V
             }
         }
         Seen::Gone => {
-            let lifted = kind == EventType::BanLifted;
-            origin_gone(
-                ctx,
-                &event,
-                Some(lifted),
-                &targets,
-                now_ms,
-                &mut out,
-                &mut notify,
-            )?;
+            let ended = match (kind, value) {
+                (EventType::BanExpired, Some(end)) => Ended::At(end),
+                (EventType::BanExpired, None) => Ended::Unknown,
+                _ => Ended::Lifted,
+            };
+            origin_gone(ctx, &event, ended, &targets, now_ms, &mut out, &mut notify)?;
         }
     }
     if notify {
         ctx.notify(Notice::Propagation);
     }
     Ok(out)
+}
+
+/// How the origin's ban left its list.
+#[derive(Debug, Clone, Copy)]
+enum Ended {
+    /// Lifted early (`ban.lifted`).
+    Lifted,
+    /// Ran out at this end (`ban.expired`).
+    At(i64),
+    /// Not known from the event: early if the mirrored end is still ahead.
+    Unknown,
 }
 
 /// The origin event being handled, as [`origin_gone`] needs it.
@@ -258,12 +273,12 @@ struct OriginEvent<'a> {
 
 /// The origin's own ban of the account left its list: cancels the mirrors
 /// still pending and lifts the ones bansync owns (where a rule lifts).
-/// `lifted`: lifted early (`ban.lifted`), or ended; `None`: not known from
-/// the event (it is lifted early if the mirrored end is still ahead).
+/// A ban that ended before the end a mirror copied (its origin shortened
+/// it, then it ran out) ended early: for the mirror it is a lift.
 fn origin_gone(
     ctx: &mut Ctx<'_>,
     ev: &OriginEvent<'_>,
-    lifted: Option<bool>,
+    ended: Ended,
     targets: &[(SourceSpec, bool)],
     now_ms: i64,
     out: &mut Vec<Change>,
@@ -274,7 +289,11 @@ fn origin_gone(
         let Some(m) = mirrors::load(ctx.conn, target, ev.account)? else {
             continue;
         };
-        let lifted = lifted.unwrap_or(m.until > now);
+        let lifted = match ended {
+            Ended::Lifted => true,
+            Ended::At(end) => m.until > end,
+            Ended::Unknown => m.until > now,
+        };
         let lift_job = |conn: &Connection| {
             mirrors::queue(
                 conn,
