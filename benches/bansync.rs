@@ -352,7 +352,7 @@ async fn commit_new_list(store: &Store, spec: &str, per: usize) -> usize {
     let spec: SourceSpec = spec.parse().unwrap();
     let until = bansync::clock::Clock::system().now_ms() / 1000 + 86_400;
     let entries: Vec<_> = (0..per)
-        .map(|j| bansync::tencent::Entry::new(format!("a{j}"), until))
+        .map(|j| bansync::source::Entry::new(format!("a{j}"), until))
         .collect();
     let digest = bansync::diff::digest(&entries);
     let outcome = ops::WalkOutcome::Complete {
@@ -368,7 +368,7 @@ async fn commit_new_list(store: &Store, spec: &str, per: usize) -> usize {
                 &spec,
                 outcome,
                 bansync::clock::Clock::system().now_ms(),
-                bansync::config::Initial::Emit,
+                bansync::diff::Initial::Emit,
             )
         })
         .await

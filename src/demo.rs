@@ -301,9 +301,9 @@ listen = "127.0.0.1:0"
     for (k, n) in &seen {
         println!("  {k:<20} {n}");
     }
-    let missing: Vec<&str> = config::EVENT_TYPES
+    let missing: Vec<&str> = crate::event::EventType::ALL
         .iter()
-        .copied()
+        .map(|t| t.as_str())
         .filter(|t| !seen.contains_key(*t))
         .collect();
     if missing.is_empty() {

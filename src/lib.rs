@@ -14,6 +14,7 @@ pub mod event;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod mirror;
 pub mod propagate;
 pub mod sim;
 pub mod source;

@@ -188,3 +188,20 @@ mod tests {
         assert!(!Pattern::new("a*b*c").matches("aXXbYY"));
     }
 }
+
+/// One entry of a list: for ban lists `value` is `BannedUntil`, for
+/// blocklists `AddBlackTimeStamp` (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Entry {
+    pub account: String,
+    pub value: i64,
+}
+
+impl Entry {
+    pub fn new(account: impl Into<String>, value: i64) -> Self {
+        Entry {
+            account: account.into(),
+            value,
+        }
+    }
+}

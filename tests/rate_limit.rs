@@ -14,10 +14,7 @@ use bansync::source::SourceSpec;
 use bansync::tencent::{TencentClient, WalkError, walk};
 use common::*;
 
-async fn walk_all(
-    c: &TencentClient,
-    spec: &str,
-) -> Result<Vec<bansync::tencent::Entry>, WalkError> {
+async fn walk_all(c: &TencentClient, spec: &str) -> Result<Vec<bansync::source::Entry>, WalkError> {
     let spec: SourceSpec = spec.parse().unwrap();
     walk::walk(c, &spec, 100, 1000, &mut |_| {}).await
 }

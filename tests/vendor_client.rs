@@ -20,10 +20,7 @@ async fn client(sim: &Sim) -> (TencentClient, tempfile::TempDir) {
     )
 }
 
-async fn walk_all(
-    c: &TencentClient,
-    spec: &str,
-) -> Result<Vec<bansync::tencent::Entry>, WalkError> {
+async fn walk_all(c: &TencentClient, spec: &str) -> Result<Vec<bansync::source::Entry>, WalkError> {
     let spec: SourceSpec = spec.parse().unwrap();
     walk::walk(c, &spec, 100, 1000, &mut |_| {}).await
 }

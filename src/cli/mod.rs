@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Settings};
+use crate::event::EventType;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -163,12 +164,12 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 fn parse_event_type(s: &str) -> Result<String, String> {
     let p = crate::source::Pattern::new(s);
-    if config::EVENT_TYPES.iter().any(|t| p.matches(t)) {
+    if EventType::ALL.iter().any(|t| p.matches(t.as_str())) {
         Ok(s.to_string())
     } else {
         Err(format!(
             "`{s}` matches no event type ({})",
-            config::EVENT_TYPES.join(", ")
+            EventType::ALL.map(EventType::as_str).join(", ")
         ))
     }
 }

@@ -11,26 +11,20 @@ use std::time::Duration;
 
 use base64::Engine;
 
+use crate::diff::Initial;
 use crate::duration;
+use crate::event::EventType;
 use crate::source::{Pattern, SourceKind, SourceSpec};
 pub use secret::{Secret, SecretOrigin};
 
 use raw::RawConfig;
 
-/// The event types a webhook's `events` filter may name.
-pub const EVENT_TYPES: &[&str] = &[
-    "ban.added",
-    "ban.updated",
-    "ban.expired",
-    "ban.lifted",
-    "block.added",
-    "block.updated",
-    "block.removed",
-    "source.unavailable",
-    "source.restored",
-    "propagation.applied",
-    "propagation.failed",
-];
+/// Checks a cron expression (six fields, seconds first).
+pub fn validate_cron(expr: &str) -> Result<(), String> {
+    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {}))
+        .map(|_| ())
+        .map_err(|e| format!("{e:?}; write six fields with seconds first, e.g. `0 */5 * * * *`"))
+}
 
 /// The retry delays of CONTRACT.md, after the first attempt.
 pub const DEFAULT_RETRY_SCHEDULE: &[u64] = &[5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400];
@@ -115,14 +109,6 @@ pub struct TencentSettings {
 pub enum Schedule {
     Interval(Duration),
     Cron(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Initial {
-    /// A new source's first walk records what is there and emits nothing.
-    Baseline,
-    /// A new source's first walk emits `*.added` for every entry.
-    Emit,
 }
 
 #[derive(Debug, Clone)]
@@ -435,8 +421,7 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
     let schedule = match (s.interval.as_deref(), s.cron.as_deref()) {
         (Some(_), Some(_)) => return err("sync.cron: give either interval or cron, not both"),
         (None, Some(c)) => {
-            crate::sync::scheduler::validate_cron(c)
-                .map_err(|e| ConfigError(format!("sync.cron: `{c}`: {e}")))?;
+            validate_cron(c).map_err(|e| ConfigError(format!("sync.cron: `{c}`: {e}")))?;
             Schedule::Cron(c.to_string())
         }
         (i, None) => {
@@ -582,7 +567,7 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
                 let mut out = Vec::new();
                 for p in list {
                     let pat = Pattern::new(p.as_str());
-                    if !EVENT_TYPES.iter().any(|t| pat.matches(t)) {
+                    if !EventType::ALL.iter().any(|t| pat.matches(t.as_str())) {
                         return err(format!("{at}.events: `{p}` matches no event type"));
                     }
                     out.push(pat);

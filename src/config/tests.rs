@@ -219,3 +219,9 @@ fn secrets_never_appear_in_errors() {
     );
     assert!(!fault(&text).contains("sup3rs3cret"));
 }
+
+#[test]
+fn cron_validation() {
+    assert!(validate_cron("0 */5 * * * *").is_ok());
+    assert!(validate_cron("not cron").is_err());
+}

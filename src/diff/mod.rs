@@ -19,10 +19,17 @@
 
 use std::collections::HashMap;
 
-use crate::config::Initial;
 use crate::event::{Change, EventType};
-use crate::source::SourceKind;
-use crate::tencent::Entry;
+use crate::source::{Entry, SourceKind};
+
+/// What a new source's first walk does (`sync.initial`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initial {
+    /// A new source's first walk records what is there and emits nothing.
+    Baseline,
+    /// A new source's first walk emits `*.added` for every entry.
+    Emit,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryState {

@@ -2,7 +2,7 @@
 //! targets, and with `lift = true` lift the mirrors bansync still owns
 //! when the origin's ban is lifted early.
 //!
-//! Who owns what is decided in [`decide`] (pure) and kept in the store's
+//! Who owns what is decided in [`crate::mirror`] (pure) and kept in the store's
 //! mirror records, which the walks of origins and targets update inside
 //! the transactions of their events: an origin's ban queues a mirror job;
 //! a target's walk showing one of bansync's own ends is an echo, never
@@ -18,14 +18,13 @@
 //! one attempt each, and commits each answer with the window of ends the
 //! request may have set. The job's own retries re-decide every time.
 
-pub mod decide;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::event::EventType;
+use crate::mirror::{Answer, Read, Request, Window};
 use crate::source::SourceSpec;
 use crate::store::mirrors::{self, Job};
 use crate::store::ops::{self, CommittedEvent};
@@ -33,7 +32,6 @@ use crate::store::propagation::{MAX_ATTEMPTS, MAX_RETRY_DELAY_MS, Planned};
 use crate::store::{Result, Store};
 use crate::tencent::walk::{self, Moderation};
 use crate::tencent::{ApiError, ApiErrorKind, ErrorClass, SharedClient, TencentClient};
-use decide::{Answer, Read, Request, Window};
 
 /// Jobs taken in one pass.
 const PASS_LIMIT: usize = 2000;

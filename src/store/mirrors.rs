@@ -1,5 +1,5 @@
 //! Mirror records and mirror jobs in SQLite: the persistence of
-//! `propagate::decide`. Every decision is made there; this file only
+//! `crate::mirror`. Every decision is made there; this file only
 //! loads what it needs and stores what it returns.
 
 use std::fmt::Write as _;
@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Result, StoreError};
-use crate::propagate::decide::{InFlight, Mirror, MirrorState, Window};
+use crate::mirror::{InFlight, Mirror, MirrorState, Window};
 use crate::source::SourceSpec;
 
 /// Where a mirror job stands (`propagations.state`).

@@ -9,12 +9,11 @@ use rusqlite::{OptionalExtension, params};
 use super::mirrors::Job;
 use super::propagation::{self, Planned, ToEmit};
 use super::{Ctx, Notice, OwedDelivery, Result, StoreError};
-use crate::config::Initial;
+use crate::diff::Initial;
 use crate::diff::{self, EntryState, StoredEntry};
 use crate::event::{self, Change, EventType};
-use crate::propagate::decide::{Answer, Read, Request, Window};
-use crate::source::{SourceKind, SourceSpec};
-use crate::tencent::Entry;
+use crate::mirror::{Answer, Read, Request, Window};
+use crate::source::{Entry, SourceKind, SourceSpec};
 
 #[derive(Debug, Clone)]
 pub struct SourceRow {

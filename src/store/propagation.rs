@@ -1,5 +1,5 @@
 //! What events and the propagator's requests do to mirror records, inside
-//! the store's transactions. The decisions are `propagate::decide`'s; this
+//! the store's transactions. The decisions are `crate::mirror`'s; this
 //! loads their inputs, stores their results, queues and closes jobs, and
 //! returns the events they call for (the caller numbers and stores them).
 
@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use super::mirrors::{self, Job, JobAction, JobState, NewJob};
 use super::{Ctx, Notice, Result};
 use crate::event::{Change, EventType};
-use crate::propagate::decide::{
+use crate::mirror::{
     self, Answer, BanStep, Gone, InFlight, LiftStep, Mirror, MirrorState, OriginBan, Outcome, Read,
     Request, Seen, Window,
 };
@@ -148,7 +148,7 @@ pub fn on_event(ctx: &mut Ctx<'_>, ev: Observation<'_>, now_ms: i64) -> Result<V
     // As a target: what its walk showed of bansync's mirror.
     let mut echo = false;
     if let Some(m) = mirrors::load(ctx.conn, spec, account)? {
-        let o = decide::on_target_seen(&m, seen, read_from_ms.div_euclid(1000), now);
+        let o = mirror::on_target_seen(&m, seen, read_from_ms.div_euclid(1000), now);
         echo = o.echo;
         let mut next = o.mirror;
         if o.lift {
@@ -206,7 +206,7 @@ pub fn on_event(ctx: &mut Ctx<'_>, ev: Observation<'_>, now_ms: i64) -> Result<V
             for (target, _) in targets {
                 let m = mirrors::load(ctx.conn, &target, account)?;
                 let listed = mirrors::listed(ctx.conn, &target, account)?;
-                match decide::on_origin_ban(m.as_ref(), spec, rowid, until, listed, now) {
+                match mirror::on_origin_ban(m.as_ref(), spec, rowid, until, listed, now) {
                     OriginBan::Held => {}
                     OriginBan::Queue(mut next) => {
                         let job = mirrors::queue(
@@ -308,7 +308,7 @@ fn origin_gone(
                 now_ms,
             )
         };
-        match decide::on_origin_gone(&m, ev.spec, lifted, *rule_lifts) {
+        match mirror::on_origin_gone(&m, ev.spec, lifted, *rule_lifts) {
             Gone::Keep => {}
             Gone::Cancel {
                 mirror: mut next,
@@ -453,7 +453,7 @@ pub fn plan(
         )
     };
     let planned = if job.action == JobAction::Ban {
-        match decide::plan_ban(&m, job.id, read, now) {
+        match mirror::plan_ban(&m, job.id, read, now) {
             BanStep::Send { mut mirror } => {
                 mirror.in_flight = Some(in_flight(mirror.until));
                 let until = mirror.until;
@@ -522,7 +522,7 @@ pub fn plan(
         let others = other_origins(ctx, &job.target, &job.account, now)?;
         let conn = ctx.conn;
         let mut next = m.clone();
-        match decide::plan_lift(&m, job.id, &job.origin, read, &others, now) {
+        match mirror::plan_lift(&m, job.id, &job.origin, read, &others, now) {
             LiftStep::Unban => {
                 mirrors::resolve(conn, job.id, JobAction::Unban, None)?;
                 Planned::Send {
@@ -642,7 +642,7 @@ pub fn answer(
         return Ok(out);
     };
     let (mut next, outcome) =
-        decide::on_answer(&m, job.id, request, answer, window, now_ms.div_euclid(1000));
+        mirror::on_answer(&m, job.id, request, answer, window, now_ms.div_euclid(1000));
     let (code, info) = match &error {
         Some((c, i)) => (*c, Some(i.clone())),
         None => (None, None),

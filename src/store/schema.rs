@@ -105,7 +105,7 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     "#,
     // 3: mirrors carry an ownership state and the windows of ends
-    // bansync's requests may have set (propagate::decide). Existing mirrors
+    // bansync's requests may have set (crate::mirror). Existing mirrors
     // were recorded without their request times: their end, give or take
     // the old five-second tolerance, stands for their window.
     r#"

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::clock::Clock;
-use crate::config::{Initial, SyncSettings};
+use crate::config::SyncSettings;
 use crate::diff;
+use crate::diff::Initial;
 use crate::metrics::Metrics;
 use crate::source::SourceSpec;
 use crate::store::ops::{self, WalkOutcome, WalkReport};

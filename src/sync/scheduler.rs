@@ -23,13 +23,6 @@ use crate::config::Schedule;
 use crate::source::SourceSpec;
 use crate::store::StoreError;
 
-/// Checks a cron expression (six fields, seconds first).
-pub fn validate_cron(expr: &str) -> Result<(), String> {
-    Job::new_async(expr, |_, _| Box::pin(async {}))
-        .map(|_| ())
-        .map_err(|e| format!("{e:?}; write six fields with seconds first, e.g. `0 */5 * * * *`"))
-}
-
 /// A failing source waits 15 s, 30 s, 1 min, ... up to 30 min.
 pub fn failure_backoff(consecutive_failures: u32) -> Duration {
     let secs = 15u64.saturating_mul(1 << consecutive_failures.saturating_sub(1).min(7));
@@ -319,12 +312,6 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cron_validation() {
-        assert!(validate_cron("0 */5 * * * *").is_ok());
-        assert!(validate_cron("not cron").is_err());
-    }
 
     #[test]
     fn backoff_grows_and_caps() {

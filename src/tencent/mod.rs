@@ -10,4 +10,4 @@ pub mod walk;
 pub use api::Api;
 pub use client::{RetryPolicy, SharedClient, TencentClient};
 pub use errors::{ApiError, ApiErrorKind, ErrorClass};
-pub use walk::{Entry, WalkError};
+pub use walk::WalkError;

@@ -8,24 +8,7 @@ use std::collections::HashMap;
 use super::api::*;
 use super::client::TencentClient;
 use super::errors::{ApiError, ErrorClass};
-use crate::source::{SourceKind, SourceSpec};
-
-/// One entry of a list: for ban lists `value` is `BannedUntil`, for
-/// blocklists `AddBlackTimeStamp` (Unix seconds).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Entry {
-    pub account: String,
-    pub value: i64,
-}
-
-impl Entry {
-    pub fn new(account: impl Into<String>, value: i64) -> Self {
-        Entry {
-            account: account.into(),
-            value,
-        }
-    }
-}
+use crate::source::{Entry, SourceKind, SourceSpec};
 
 /// Ban lists beyond this many entries are treated as runaway pagination.
 pub const MAX_BAN_ENTRIES: usize = 2_000_000;
