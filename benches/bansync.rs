@@ -17,7 +17,7 @@ use bansync::config::{self, Environment};
 use bansync::delivery::Dispatcher;
 use bansync::metrics::Metrics;
 use bansync::source::SourceSpec;
-use bansync::store::{EmitConfig, Store, ops};
+use bansync::store::{EmitConfig, Store};
 use bansync::sync::Syncer;
 use bansync::tencent::TencentClient;
 use futures::StreamExt;
@@ -355,22 +355,20 @@ async fn commit_new_list(store: &Store, spec: &str, per: usize) -> usize {
         .map(|j| bansync::source::Entry::new(format!("a{j}"), until))
         .collect();
     let digest = bansync::diff::digest(&entries);
-    let outcome = ops::WalkOutcome::Complete {
+    let outcome = bansync::store::WalkOutcome::Complete {
         entries,
         digest,
         started_ms: bansync::clock::Clock::system().now_ms(),
         stable: true,
     };
     store
-        .write(move |ctx| {
-            ops::apply_walk(
-                ctx,
-                &spec,
-                outcome,
-                bansync::clock::Clock::system().now_ms(),
-                bansync::diff::Initial::Emit,
-            )
-        })
+        .apply_walk(
+            spec,
+            outcome,
+            bansync::clock::Clock::system().now_ms(),
+            bansync::diff::Initial::Emit,
+            false,
+        )
         .await
         .unwrap()
         .events

@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::delivery::{Control, Dispatcher};
 use crate::metrics::Metrics;
 use crate::propagate::Propagator;
-use crate::store::{EmitConfig, Store, ops};
+use crate::store::{EmitConfig, Store};
 use crate::sync::Syncer;
 use crate::sync::expiry::ExpiryTimer;
 use crate::sync::scheduler::{Plan, Scheduler};
@@ -89,9 +89,7 @@ pub async fn run(
     let names: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
     let enabled = {
         let names = names.clone();
-        store
-            .write(move |ctx| ops::enable_webhooks(ctx.conn, &names))
-            .await?
+        store.enable_webhooks(names).await?
     };
     if enabled > 0 {
         tracing::info!(
@@ -101,14 +99,7 @@ pub async fn run(
     }
     {
         let sources = settings.sources.clone();
-        store
-            .write(move |ctx| {
-                for s in &sources {
-                    ops::source_row(ctx, s)?;
-                }
-                Ok(())
-            })
-            .await?;
+        store.register_sources(sources).await?;
     }
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -230,21 +221,11 @@ async fn apply_reload(
     let names: Vec<String> = new.webhooks.iter().map(|w| w.name.clone()).collect();
     {
         let names = names.clone();
-        if let Err(e) = store
-            .write(move |ctx| ops::enable_webhooks(ctx.conn, &names))
-            .await
-        {
+        if let Err(e) = store.enable_webhooks(names).await {
             tracing::error!(error = %e, "cannot re-enable webhooks");
         }
         let sources = new.sources.clone();
-        let _ = store
-            .write(move |ctx| {
-                for s in &sources {
-                    ops::source_row(ctx, s)?;
-                }
-                Ok(())
-            })
-            .await;
+        let _ = store.register_sources(sources).await;
     }
     *webhook_names.write().unwrap() = names;
     let _ = dispatcher.send(Control::Webhooks(new.webhooks.clone()));

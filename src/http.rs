@@ -41,8 +41,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let path = s.store_path.clone();
     // Gauges come from a read-only connection of their own, off the runtime.
     let gauges = tokio::task::spawn_blocking(move || {
-        let conn = crate::store::connect(&path)?;
-        crate::store::queries::gauges(&conn, &names, crate::clock::Clock::system().now_ms())
+        crate::store::Direct::open(&path)?.gauges(&names, crate::clock::Clock::system().now_ms())
     })
     .await;
     let gauges = match gauges {

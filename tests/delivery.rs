@@ -219,31 +219,27 @@ async fn dead_deliveries_are_listed_retried_and_replayed() {
     sim.upsert(ListKind::Room, "a", "a2", t);
     let got = rx.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got[0].body["data"]["account"], "a2");
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let listed = bansync::store::queries::dead_deliveries(&conn, Some("h")).unwrap();
+    let conn = bansync::store::Direct::open(&db).unwrap();
+    let listed = conn.dead_deliveries(Some("h")).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].attempts, 3);
     assert_eq!(listed[0].last_status, Some(500));
     // Re-queued by another process while the daemon runs.
     *rx.state.fail_when.lock().unwrap() = None;
-    let n = bansync::store::ops::retry_dead(
-        &conn,
-        Some("h"),
-        &[],
-        bansync::clock::Clock::system().now_ms(),
-    )
-    .unwrap();
+    let n = conn
+        .retry_dead(Some("h"), &[], bansync::clock::Clock::system().now_ms())
+        .unwrap();
     assert_eq!(n, 1);
     let got = rx.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(got[1].body["data"]["account"], "a1");
     // Replay sends both again, with their original ids.
-    let n = bansync::store::ops::replay(
-        &conn,
-        &settings.webhooks[0],
-        0,
-        bansync::clock::Clock::system().now_ms(),
-    )
-    .unwrap();
+    let n = conn
+        .replay(
+            &settings.webhooks[0],
+            0,
+            bansync::clock::Clock::system().now_ms(),
+        )
+        .unwrap();
     assert_eq!(n, 2);
     let got = rx.wait_for(4, Duration::from_secs(10)).await;
     d.shutdown().await;

@@ -242,9 +242,9 @@ async fn a_requeued_delivery_is_not_stranded_by_a_newer_notice() {
     .await;
     *rx.state.fail_when.lock().unwrap() = None;
     // Another process re-queues it; then a new event of the same lane.
-    let conn = rusqlite::Connection::open(&db).unwrap();
+    let conn = bansync::store::Direct::open(&db).unwrap();
     assert_eq!(
-        bansync::store::ops::retry_dead(&conn, None, &[], bansync::clock::Clock::system().now_ms())
+        conn.retry_dead(None, &[], bansync::clock::Clock::system().now_ms())
             .unwrap(),
         1
     );

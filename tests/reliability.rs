@@ -332,10 +332,16 @@ fn operator(
         .collect();
     let now = Clock::system().now_ms();
     if rng.gen_bool(0.5) {
-        bansync::store::ops::retry_dead(&conn, None, &[], now).unwrap();
+        bansync::store::Direct::open(db)
+            .unwrap()
+            .retry_dead(None, &[], now)
+            .unwrap();
     } else {
         let since = now - rng.gen_range(0..3_000);
-        bansync::store::ops::replay(&conn, hook, since, now).unwrap();
+        bansync::store::Direct::open(db)
+            .unwrap()
+            .replay(hook, since, now)
+            .unwrap();
     }
     dead
 }
@@ -466,16 +472,7 @@ async fn list_trial(seed: u64) -> Trial {
         if rng.gen_bool(0.1) {
             disk_full = true;
             t.faults += 1;
-            engine
-                .store
-                .write(|ctx| {
-                    let pages: i64 = ctx.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-                    ctx.conn
-                        .execute_batch(&format!("PRAGMA max_page_count = {pages}"))?;
-                    Ok(())
-                })
-                .await
-                .unwrap();
+            engine.store.fill_disk(true).await.unwrap();
         }
         if rng.gen_bool(0.15) {
             t.faults += 1;
@@ -585,15 +582,7 @@ async fn list_trial(seed: u64) -> Trial {
             }
         }
         if disk_full {
-            engine
-                .store
-                .write(|ctx| {
-                    Ok(ctx
-                        .conn
-                        .execute_batch("PRAGMA max_page_count = 1073741823")?)
-                })
-                .await
-                .unwrap();
+            engine.store.fill_disk(false).await.unwrap();
         }
         if !last && rng.gen_bool(0.2) {
             t.faults += 1;
@@ -726,7 +715,10 @@ fn operator_retry_all(db: &std::path::Path) -> Vec<String> {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    bansync::store::ops::retry_dead(&conn, None, &[], Clock::system().now_ms()).unwrap();
+    bansync::store::Direct::open(db)
+        .unwrap()
+        .retry_dead(None, &[], Clock::system().now_ms())
+        .unwrap();
     dead
 }
 

@@ -9,7 +9,6 @@ use super::{BanArgs, SimArgs, load_settings, runtime};
 use crate::config;
 use crate::metrics::Metrics;
 use crate::source::{SourceKind, SourceSpec};
-use crate::store::ops;
 use crate::tencent::{TencentClient, usersig, walk};
 
 use super::{fail, open_store as open_rw};
@@ -27,15 +26,13 @@ pub fn retry(
         return Err(ExitCode::from(2));
     }
     let conn = open_rw(&settings)?;
-    let tx = conn.unchecked_transaction().map_err(fail)?;
-    let n = ops::retry_dead(
-        &tx,
-        webhook.as_deref(),
-        &ids,
-        crate::clock::Clock::system().now_ms(),
-    )
-    .map_err(fail)?;
-    tx.commit().map_err(fail)?;
+    let n = conn
+        .retry_dead(
+            webhook.as_deref(),
+            &ids,
+            crate::clock::Clock::system().now_ms(),
+        )
+        .map_err(fail)?;
     println!("re-queued {n} dead deliveries (a running daemon picks them up within seconds)");
     if !ids.is_empty() && n < ids.len() {
         eprintln!(
@@ -54,9 +51,9 @@ pub fn replay(config: &Option<PathBuf>, webhook: &str, since: i64) -> Result<Exi
         return Err(ExitCode::from(2));
     };
     let conn = open_rw(&settings)?;
-    let tx = conn.unchecked_transaction().map_err(fail)?;
-    let n = ops::replay(&tx, hook, since, crate::clock::Clock::system().now_ms()).map_err(fail)?;
-    tx.commit().map_err(fail)?;
+    let n = conn
+        .replay(hook, since, crate::clock::Clock::system().now_ms())
+        .map_err(fail)?;
     println!(
         "queued {n} events again for {webhook} (same webhook-id as before; receivers deduplicate)"
     );

@@ -8,12 +8,12 @@ use serde_json::json;
 use super::load_settings;
 use crate::config::Settings;
 use crate::source::SourceSpec;
-use crate::store::queries::{self, EventFilter};
+use crate::store::{Direct, EventFilter, EventRow};
 
 use super::fail;
 
 /// Reading commands need a store to read: say so rather than create one.
-fn open(settings: &Settings) -> Result<rusqlite::Connection, ExitCode> {
+fn open(settings: &Settings) -> Result<Direct, ExitCode> {
     if !settings.store_path.exists() {
         eprintln!(
             "bansync: no store at {} yet: run `bansync run` or `bansync sync` first",
@@ -31,9 +31,9 @@ fn or_dash(s: &Option<String>) -> &str {
 pub fn status(config: &Option<PathBuf>, as_json: bool) -> Result<ExitCode, ExitCode> {
     let settings = load_settings(config)?;
     let conn = open(&settings)?;
-    let sources = queries::sources(&conn).map_err(fail)?;
+    let sources = conn.sources().map_err(fail)?;
     let names: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
-    let hooks = queries::webhooks(&conn, &names).map_err(fail)?;
+    let hooks = conn.webhooks(&names).map_err(fail)?;
     let configured: Vec<String> = settings.sources.iter().map(|s| s.to_string()).collect();
     if as_json {
         let sources: Vec<_> = sources
@@ -112,7 +112,7 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> Result<ExitCode, ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_event_line(e: &queries::EventRow) {
+fn print_event_line(e: &EventRow) {
     let d = &e.body["data"];
     let extra = crate::event::describe_fields(d);
     println!(
@@ -142,7 +142,7 @@ pub fn events(
         account: None,
         limit,
     };
-    let rows = queries::events(&conn, &filter).map_err(fail)?;
+    let rows = conn.events(&filter).map_err(fail)?;
     if as_json {
         let bodies: Vec<_> = rows.iter().map(|r| &r.body).collect();
         println!("{}", serde_json::to_string_pretty(&bodies).unwrap());
@@ -165,8 +165,8 @@ pub fn history(
         account: Some(account.to_string()),
         ..Default::default()
     };
-    let rows = queries::events(&conn, &filter).map_err(fail)?;
-    let mirrors = queries::mirrors_of(&conn, account).map_err(fail)?;
+    let rows = conn.events(&filter).map_err(fail)?;
+    let mirrors = conn.mirrors_of(account).map_err(fail)?;
     if as_json {
         let timeline: Vec<_> = rows
             .iter()
@@ -209,7 +209,7 @@ pub fn dead(
 ) -> Result<ExitCode, ExitCode> {
     let settings = load_settings(config)?;
     let conn = open(&settings)?;
-    let rows = queries::dead_deliveries(&conn, webhook.as_deref()).map_err(fail)?;
+    let rows = conn.dead_deliveries(webhook.as_deref()).map_err(fail)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap());
         return Ok(ExitCode::SUCCESS);

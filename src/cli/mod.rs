@@ -248,10 +248,8 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 }
 
 /// The store for a command, migrated to this version's schema.
-fn open_store(settings: &Settings) -> Result<rusqlite::Connection, ExitCode> {
-    let conn = crate::store::connect(&settings.store_path).map_err(fail)?;
-    crate::store::migrate(&conn).map_err(fail)?;
-    Ok(conn)
+fn open_store(settings: &Settings) -> Result<crate::store::Direct, ExitCode> {
+    crate::store::Direct::open(&settings.store_path).map_err(fail)
 }
 
 /// A runtime for commands that need one. One worker thread: the work is

@@ -222,8 +222,8 @@ pub fn sync(
             let dispatcher = Dispatcher::new(store.clone(), settings.webhooks.clone(), metrics.clone(), clock.clone());
             dispatcher.drain(rx, Duration::from_secs(120)).await;
             let names: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
-            if let Ok(conn) = crate::store::connect(&settings.store_path)
-                && let Ok(hooks) = crate::store::queries::webhooks(&conn, &names)
+            if let Ok(conn) = crate::store::Direct::open(&settings.store_path)
+                && let Ok(hooks) = conn.webhooks(&names)
             {
                 let owed: i64 = hooks.iter().map(|h| h.pending).sum();
                 let dead: i64 = hooks.iter().map(|h| h.dead).sum();

@@ -35,7 +35,7 @@ use super::sign;
 use crate::clock::Clock;
 use crate::config::WebhookSettings;
 use crate::metrics::Metrics;
-use crate::store::ops::{self, AttemptOutcome};
+use crate::store::AttemptOutcome;
 use crate::store::{Notice, OwedDelivery, Store};
 
 /// How long a lane waits before reading the store again after a failed read,
@@ -154,21 +154,11 @@ impl Dispatcher {
     /// Reads from the store which lanes have owed work it does not know of.
     pub async fn rescan(&mut self) {
         let names: Vec<String> = self.hooks.keys().map(|k| k.to_string()).collect();
-        let scanned = self
-            .store
-            .read(move |ctx| {
-                let disabled = ops::disabled_webhooks(ctx.conn)?;
-                let mut out = Vec::new();
-                for n in names {
-                    out.push((
-                        n.clone(),
-                        disabled.contains(&n),
-                        ops::lanes_with_work(ctx.conn, &n)?,
-                    ));
-                }
-                Ok(out)
-            })
-            .await;
+        let scanned = self.store.owed_lanes(names).await.map(|o| {
+            o.into_iter()
+                .map(|o| (o.webhook, o.disabled, o.lanes))
+                .collect::<Vec<_>>()
+        });
         let scanned = match scanned {
             Ok(s) => s,
             Err(e) => {
@@ -283,7 +273,7 @@ impl Dispatcher {
                     self.tasks.spawn(async move {
                         let (w, s) = (lk.0.to_string(), lk.1);
                         let loaded = store
-                            .read(move |ctx| ops::load_lane(ctx.conn, &w, s, after, LANE_BUFFER))
+                            .load_lane(w, s, after, LANE_BUFFER)
                             .await
                             .map_err(|e| e.to_string());
                         Done::Load { key: lk, loaded }
@@ -536,10 +526,7 @@ async fn attempt(
         (None, None) => unreachable!("a response without status is an error"),
     };
     let (id, webhook, o) = (d.id, w.name.clone(), outcome.clone());
-    if let Err(e) = store
-        .write(move |ctx| ops::record_attempt(ctx, id, &webhook, &o, now))
-        .await
-    {
+    if let Err(e) = store.record_attempt(id, webhook, o, now).await {
         tracing::error!(webhook = %w.name, delivery = d.id, error = %e, "cannot record a delivery attempt; it stays owed");
         return None;
     }

@@ -26,10 +26,9 @@ use crate::clock::Clock;
 use crate::event::EventType;
 use crate::mirror::{Answer, Read, Request, Window};
 use crate::source::SourceSpec;
-use crate::store::mirrors::{self, Job};
-use crate::store::ops::{self, CommittedEvent};
-use crate::store::propagation::{MAX_ATTEMPTS, MAX_RETRY_DELAY_MS, Planned};
-use crate::store::{Result, Store};
+use crate::store::{
+    CommittedEvent, Finished, Job, MAX_ATTEMPTS, MAX_RETRY_DELAY_MS, Planned, Result, Store,
+};
 use crate::tencent::walk::{self, Moderation};
 use crate::tencent::{ApiError, ApiErrorKind, ErrorClass, SharedClient, TencentClient};
 
@@ -115,10 +114,7 @@ impl Propagator {
         let now = self.clock.now_ms();
         let jobs: Vec<Job> = self
             .store
-            .write(move |ctx| {
-                mirrors::forget_ended(ctx.conn, now.div_euclid(1000))?;
-                mirrors::due(ctx.conn, now, MAX_RETRY_DELAY_MS, PASS_LIMIT)
-            })
+            .due_mirror_jobs(now, MAX_RETRY_DELAY_MS, PASS_LIMIT)
             .await?;
         let mut report = PassReport::default();
         let client = self.client.get();
@@ -176,18 +172,19 @@ impl Propagator {
             let now = self.clock.now_ms();
             let planned: Vec<(Job, Planned)> = self
                 .store
-                .write(move |ctx| {
-                    let mut out = Vec::new();
-                    for job in jobs {
-                        let read = Read {
-                            value: values.entries.get(&job.account).copied(),
-                            complete: values.complete,
-                        };
-                        let (p, events) = ops::plan_mirror_job(ctx, &job, read, now, max_call_s)?;
-                        out.push((job, p, events));
-                    }
-                    Ok(out)
-                })
+                .plan_mirror_jobs(
+                    jobs.into_iter()
+                        .map(|job| {
+                            let read = Read {
+                                value: values.entries.get(&job.account).copied(),
+                                complete: values.complete,
+                            };
+                            (job, read)
+                        })
+                        .collect(),
+                    now,
+                    max_call_s,
+                )
                 .await?
                 .into_iter()
                 .map(|(job, p, events)| {
@@ -251,19 +248,7 @@ impl Propagator {
                 let now = self.clock.now_ms();
                 let events = self
                     .store
-                    .write(move |ctx| {
-                        let mut out = Vec::new();
-                        for job in &jobs {
-                            out.extend(ops::mirror_read_failed(
-                                ctx,
-                                job,
-                                gone.clone(),
-                                &error,
-                                now,
-                            )?);
-                        }
-                        Ok(out)
-                    })
+                    .mirror_reads_failed(jobs, gone, error, now)
                     .await?;
                 if events.is_empty() {
                     report.retrying += 1;
@@ -332,20 +317,17 @@ impl Propagator {
                 let window =
                     Window::of_request(sent_s + duration.unwrap_or(0), sent_s, answered_s, late);
                 let error = failure.map(|e| (e.code(), e.to_string()));
-                finished.push((job.clone(), answer, window, error));
+                finished.push(Finished {
+                    job: job.clone(),
+                    answer,
+                    window,
+                    error,
+                });
             }
             let now = self.clock.now_ms();
             let events = self
                 .store
-                .write(move |ctx| {
-                    let mut out = Vec::new();
-                    for (job, answer, window, error) in finished {
-                        out.extend(ops::finish_mirror_job(
-                            ctx, &job, request, answer, window, error, now,
-                        )?);
-                    }
-                    Ok(out)
-                })
+                .finish_mirror_jobs(request, finished, now)
                 .await?;
             count(report, &events);
         }
@@ -355,9 +337,7 @@ impl Propagator {
     /// When the next queued job is due (Unix ms), if any.
     pub async fn next_due(&self) -> Result<Option<i64>> {
         let now = self.clock.now_ms();
-        self.store
-            .read(move |ctx| mirrors::next_due(ctx.conn, now, MAX_RETRY_DELAY_MS))
-            .await
+        self.store.next_mirror_due(now, MAX_RETRY_DELAY_MS).await
     }
 
     /// Runs passes until `stop`: when notified, and when a retry is due.

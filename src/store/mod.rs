@@ -3,11 +3,20 @@
 //! transaction, so many small writes cost one commit while each job stays
 //! atomic on its own. Replies are sent only after the commit succeeded.
 
-pub mod mirrors;
-pub mod ops;
-pub mod propagation;
-pub mod queries;
+mod api;
+mod direct;
+mod mirrors;
+mod ops;
+mod propagation;
+mod queries;
 mod schema;
+
+pub use api::{Finished, OwedLanes};
+pub use direct::Direct;
+pub use mirrors::{Job, JobAction};
+pub use ops::{AttemptOutcome, CommittedEvent, WalkOutcome, WalkReport};
+pub use propagation::{MAX_ATTEMPTS, MAX_RETRY_DELAY_MS, Planned};
+pub use queries::{DeadDelivery, EventFilter, EventRow, MirrorRow, SourceStatus, WebhookStatus};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,7 +95,7 @@ pub struct EmitConfig {
 
 /// The state a job runs against: the connection inside the open
 /// transaction, the notices it queues, the current emit configuration.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     pub conn: &'a Connection,
     pub emit: &'a EmitConfig,
     notices: Vec<Notice>,
@@ -101,7 +110,7 @@ impl Ctx<'_> {
 type Finish = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 /// A job gets the batch's transaction, or the reason there is none.
 type Run = Box<dyn FnOnce(std::result::Result<&mut Ctx<'_>, String>) -> Finish + Send>;
-enum Job {
+enum WriterJob {
     Run(Run),
     SetEmit(EmitConfig),
 }
@@ -109,14 +118,14 @@ enum Job {
 /// A cheap, cloneable handle to the writer thread.
 #[derive(Clone)]
 pub struct Store {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<WriterJob>,
     path: Arc<PathBuf>,
     /// Reads still to fail on purpose (tests of what a failed read leaves).
     failing_reads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Opens a connection with the settings every connection needs.
-pub fn connect(path: &Path) -> Result<Connection> {
+fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)
         .map_err(|e| StoreError::Sql(format!("cannot open `{}`: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -130,7 +139,7 @@ pub fn connect(path: &Path) -> Result<Connection> {
 }
 
 /// Applies every migration the file has not seen yet.
-pub fn migrate(conn: &Connection) -> Result<()> {
+fn migrate(conn: &Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = schema::MIGRATIONS.len() as i64;
     if version > known {
@@ -163,7 +172,7 @@ impl Store {
         }
         let conn = connect(path)?;
         migrate(&conn)?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<WriterJob>();
         std::thread::Builder::new()
             .name("bansync-store".into())
             .spawn(move || writer_loop(conn, rx, emit, notices))
@@ -180,7 +189,7 @@ impl Store {
     }
 
     /// Runs `f` in its own savepoint; the reply comes after the commit.
-    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
@@ -189,7 +198,7 @@ impl Store {
     }
 
     /// Runs `f` to read, without keeping anything it wrote.
-    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
@@ -213,7 +222,7 @@ impl Store {
     }
 
     /// Runs `f` and rolls it back: for `--dry-run`, which must store nothing.
-    pub async fn dry_run<T, F>(&self, f: F) -> Result<T>
+    async fn dry_run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
@@ -227,7 +236,7 @@ impl Store {
         F: FnOnce(&mut Ctx<'_>) -> Result<T> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job = Job::Run(Box::new(
+        let job = WriterJob::Run(Box::new(
             move |ctx: std::result::Result<&mut Ctx<'_>, String>| -> Finish {
                 let ctx = match ctx {
                     Ok(ctx) => ctx,
@@ -272,7 +281,7 @@ impl Store {
 
     /// Replaces what the writer uses when emitting (webhooks, rules).
     pub fn set_emit_config(&self, emit: EmitConfig) {
-        let _ = self.tx.send(Job::SetEmit(emit));
+        let _ = self.tx.send(WriterJob::SetEmit(emit));
     }
 }
 
@@ -281,7 +290,7 @@ const MAX_BATCH: usize = 512;
 
 fn writer_loop(
     conn: Connection,
-    rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<WriterJob>,
     mut emit: EmitConfig,
     notices: Option<tokio::sync::mpsc::UnboundedSender<Notice>>,
 ) {
@@ -296,8 +305,8 @@ fn writer_loop(
         let mut runs = Vec::with_capacity(batch.len());
         for job in batch {
             match job {
-                Job::SetEmit(e) => emit = e,
-                Job::Run(f) => runs.push(f),
+                WriterJob::SetEmit(e) => emit = e,
+                WriterJob::Run(f) => runs.push(f),
             }
         }
         if runs.is_empty() {

@@ -18,7 +18,6 @@ use crate::source::{Entry, SourceKind, SourceSpec};
 #[derive(Debug, Clone)]
 pub struct SourceRow {
     pub id: i64,
-    pub spec: SourceSpec,
     pub status: String,
     pub digest: Option<Vec<u8>>,
     pub pending_absent: i64,
@@ -34,7 +33,6 @@ pub fn source_row(ctx: &Ctx<'_>, spec: &SourceSpec) -> Result<SourceRow> {
         .query_row([&key], |r| {
             Ok(SourceRow {
                 id: r.get(0)?,
-                spec: spec.clone(),
                 status: r.get(1)?,
                 digest: r.get(2)?,
                 pending_absent: r.get(3)?,
@@ -639,4 +637,16 @@ pub fn replay(
         n += 1;
     }
     Ok(n)
+}
+
+/// Records complete, unchanged walks: (source, when) each.
+pub fn touch_sources(conn: &rusqlite::Connection, walks: &[(SourceSpec, i64)]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE sources SET last_complete_walk_at = ?2, last_attempt_at = ?2, walks = walks + 1,
+         last_error = NULL, consecutive_failures = 0 WHERE spec = ?1",
+    )?;
+    for (spec, at) in walks {
+        stmt.execute(params![spec.to_string(), at])?;
+    }
+    Ok(())
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::Clock;
-use crate::store::ops;
 use crate::store::{Result, Store};
 
 /// Expiries emitted per transaction; more are taken in the next round.
@@ -28,10 +27,7 @@ impl ExpiryTimer {
         let mut total = 0;
         loop {
             let now = self.clock.now_ms();
-            let events = self
-                .store
-                .write(move |ctx| ops::expire_due(ctx, now, BATCH))
-                .await?;
+            let events = self.store.expire_due(now, BATCH).await?;
             total += events.len();
             if !events.is_empty() {
                 self.metrics.events("ban.expired", events.len() as u64);
@@ -47,7 +43,7 @@ impl ExpiryTimer {
     pub async fn next_due(&self) -> Result<Option<i64>> {
         Ok(self
             .store
-            .write(|ctx| ops::next_expiry(ctx.conn))
+            .next_expiry()
             .await?
             .map(|s| s.saturating_mul(1000)))
     }

@@ -14,8 +14,7 @@ use crate::diff;
 use crate::diff::Initial;
 use crate::metrics::Metrics;
 use crate::source::SourceSpec;
-use crate::store::ops::{self, WalkOutcome, WalkReport};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, WalkOutcome, WalkReport};
 use crate::tencent::{TencentClient, WalkError, walk};
 
 /// How one source's walk ended.
@@ -116,18 +115,7 @@ impl Syncer {
         if batch.is_empty() {
             return Ok(());
         }
-        self.store
-            .write(move |ctx| {
-                let mut stmt = ctx.conn.prepare_cached(
-                    "UPDATE sources SET last_complete_walk_at = ?2, last_attempt_at = ?2, walks = walks + 1,
-                     last_error = NULL, consecutive_failures = 0 WHERE spec = ?1",
-                )?;
-                for (spec, at) in &batch {
-                    stmt.execute(rusqlite::params![spec.to_string(), at])?;
-                }
-                Ok(())
-            })
-            .await
+        self.store.touch_sources(batch.into_iter().collect()).await
     }
 
     async fn touch(&self, spec: &SourceSpec, at: i64) -> Result<(), StoreError> {
@@ -218,14 +206,11 @@ impl Syncer {
                 Some(e),
             ),
         };
-        let (s, initial, now) = (spec.clone(), self.initial, self.clock.now_ms());
-        let apply =
-            move |ctx: &mut crate::store::Ctx<'_>| ops::apply_walk(ctx, &s, outcome, now, initial);
-        let report = if dry_run {
-            self.store.dry_run(apply).await?
-        } else {
-            self.store.write(apply).await?
-        };
+        let now = self.clock.now_ms();
+        let report = self
+            .store
+            .apply_walk(spec.clone(), outcome, now, self.initial, dry_run)
+            .await?;
         if !dry_run {
             // Remember the fingerprint of what is stored only when a walk
             // that matches it is known to change nothing: no absence awaits

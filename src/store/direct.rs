@@ -1,0 +1,77 @@
+//! A connection of its own, for the commands (`status`, `events`,
+//! `history`, `deliveries`, `replay`) and `/metrics`: they run beside a
+//! daemon that may be writing (WAL lets them), need no writer thread, and
+//! each change they make is one transaction. Like [`super::Store`], its
+//! surface is typed: no SQL leaves `src/store/`.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::queries::{
+    self, DeadDelivery, EventFilter, EventRow, MirrorRow, SourceStatus, WebhookStatus,
+};
+use super::{Result, connect, migrate, ops};
+use crate::config::WebhookSettings;
+use crate::metrics::Gauges;
+
+pub struct Direct {
+    conn: Connection,
+}
+
+impl Direct {
+    /// Opens the store at `path` (creating and migrating it).
+    pub fn open(path: &Path) -> Result<Direct> {
+        let conn = connect(path)?;
+        migrate(&conn)?;
+        Ok(Direct { conn })
+    }
+
+    /// Every source's state, for `status`.
+    pub fn sources(&self) -> Result<Vec<SourceStatus>> {
+        queries::sources(&self.conn)
+    }
+
+    /// Every webhook's delivery counts, for `status`.
+    pub fn webhooks(&self, names: &[String]) -> Result<Vec<WebhookStatus>> {
+        queries::webhooks(&self.conn, names)
+    }
+
+    /// Stored events, for `events` and `history`.
+    pub fn events(&self, filter: &EventFilter) -> Result<Vec<EventRow>> {
+        queries::events(&self.conn, filter)
+    }
+
+    /// The mirrors of one account, for `history`.
+    pub fn mirrors_of(&self, account: &str) -> Result<Vec<MirrorRow>> {
+        queries::mirrors_of(&self.conn, account)
+    }
+
+    /// Dead deliveries, for `deliveries dead`.
+    pub fn dead_deliveries(&self, webhook: Option<&str>) -> Result<Vec<DeadDelivery>> {
+        queries::dead_deliveries(&self.conn, webhook)
+    }
+
+    /// The gauges `/metrics` serves.
+    pub fn gauges(&self, webhooks: &[String], now_ms: i64) -> Result<Gauges> {
+        queries::gauges(&self.conn, webhooks, now_ms)
+    }
+
+    /// Re-queues dead deliveries (all, one webhook's, or the given ids) at
+    /// the back of their lanes. Returns how many.
+    pub fn retry_dead(&self, webhook: Option<&str>, ids: &[i64], now_ms: i64) -> Result<usize> {
+        let tx = self.conn.unchecked_transaction()?;
+        let n = ops::retry_dead(&tx, webhook, ids, now_ms)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Queues again, for one webhook, every event since `since_ms` its
+    /// filters take. Returns how many.
+    pub fn replay(&self, webhook: &WebhookSettings, since_ms: i64, now_ms: i64) -> Result<usize> {
+        let tx = self.conn.unchecked_transaction()?;
+        let n = ops::replay(&tx, webhook, since_ms, now_ms)?;
+        tx.commit()?;
+        Ok(n)
+    }
+}
