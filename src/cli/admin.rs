@@ -2,7 +2,6 @@
 //! `unban`, `usersig`, and `sim`.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use super::{BanArgs, SimArgs, load_settings, runtime};
@@ -11,19 +10,17 @@ use crate::metrics::Metrics;
 use crate::source::{SourceKind, SourceSpec};
 use crate::tencent::{TencentClient, usersig, walk};
 
+use super::error::{CliError, CliResult};
 use super::{fail, open_store as open_rw};
 
-pub fn retry(
-    config: &Option<PathBuf>,
-    webhook: Option<String>,
-    ids: Vec<i64>,
-) -> Result<ExitCode, ExitCode> {
+pub fn retry(config: &Option<PathBuf>, webhook: Option<String>, ids: Vec<i64>) -> CliResult {
     let settings = load_settings(config)?;
     if let Some(w) = &webhook
         && !settings.webhooks.iter().any(|h| &h.name == w)
     {
-        eprintln!("bansync: --webhook {w}: no such webhook in the configuration");
-        return Err(ExitCode::from(2));
+        return Err(CliError::Usage(format!(
+            "--webhook {w}: no such webhook in the configuration"
+        )));
     }
     let conn = open_rw(&settings)?;
     let n = conn
@@ -35,20 +32,20 @@ pub fn retry(
         .map_err(fail)?;
     println!("re-queued {n} dead deliveries (a running daemon picks them up within seconds)");
     if !ids.is_empty() && n < ids.len() {
-        eprintln!(
-            "bansync: {} of the given ids are not dead deliveries",
+        return Err(CliError::Failed(format!(
+            "{} of the given ids are not dead deliveries",
             ids.len() - n
-        );
-        return Err(ExitCode::from(1));
+        )));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
-pub fn replay(config: &Option<PathBuf>, webhook: &str, since: i64) -> Result<ExitCode, ExitCode> {
+pub fn replay(config: &Option<PathBuf>, webhook: &str, since: i64) -> CliResult {
     let settings = load_settings(config)?;
     let Some(hook) = settings.webhooks.iter().find(|h| h.name == webhook) else {
-        eprintln!("bansync: --webhook {webhook}: no such webhook in the configuration");
-        return Err(ExitCode::from(2));
+        return Err(CliError::Usage(format!(
+            "--webhook {webhook}: no such webhook in the configuration"
+        )));
     };
     let conn = open_rw(&settings)?;
     let n = conn
@@ -57,7 +54,7 @@ pub fn replay(config: &Option<PathBuf>, webhook: &str, since: i64) -> Result<Exi
     println!(
         "queued {n} events again for {webhook} (same webhook-id as before; receivers deduplicate)"
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn client(settings: &config::Settings) -> Arc<TencentClient> {
@@ -67,7 +64,7 @@ fn client(settings: &config::Settings) -> Arc<TencentClient> {
     ))
 }
 
-fn report(outcome: walk::BatchOutcome, verb: &str) -> Result<ExitCode, ExitCode> {
+fn report(outcome: walk::BatchOutcome, verb: &str) -> CliResult {
     if !outcome.applied.is_empty() {
         println!("{verb}: {}", outcome.applied.join(" "));
     }
@@ -75,23 +72,21 @@ fn report(outcome: walk::BatchOutcome, verb: &str) -> Result<ExitCode, ExitCode>
         eprintln!("bansync: {account}: {e}");
     }
     if outcome.failed.is_empty() {
-        Ok(ExitCode::SUCCESS)
+        Ok(())
     } else {
-        Err(ExitCode::from(1))
+        Err(CliError::Reported)
     }
 }
 
-pub fn ban(config: &Option<PathBuf>, args: BanArgs) -> Result<ExitCode, ExitCode> {
+pub fn ban(config: &Option<PathBuf>, args: BanArgs) -> CliResult {
     let settings = load_settings(config)?;
     crate::logging::init(settings.log_format, "warn");
     if let Err(e) = crate::source::validate_id(&args.room) {
-        eprintln!("bansync: --room: {e}");
-        return Err(ExitCode::from(2));
+        return Err(CliError::Usage(format!("--room: {e}")));
     }
     let secs = args.duration.as_secs();
     if secs == 0 {
-        eprintln!("bansync: --duration: must be at least 1s");
-        return Err(ExitCode::from(2));
+        return Err(CliError::Usage("--duration: must be at least 1s".into()));
     }
     if args.reason.len() > crate::tencent::api::MAX_REASON_BYTES {
         eprintln!("bansync: note: --reason is cut to 200 bytes, as the vendor allows");
@@ -108,11 +103,7 @@ pub fn ban(config: &Option<PathBuf>, args: BanArgs) -> Result<ExitCode, ExitCode
     )
 }
 
-pub fn unban(
-    config: &Option<PathBuf>,
-    room: &str,
-    accounts: Vec<String>,
-) -> Result<ExitCode, ExitCode> {
+pub fn unban(config: &Option<PathBuf>, room: &str, accounts: Vec<String>) -> CliResult {
     let settings = load_settings(config)?;
     crate::logging::init(settings.log_format, "warn");
     let target = SourceSpec::new(SourceKind::Room, room);
@@ -125,13 +116,12 @@ pub fn usersig(
     config: &Option<PathBuf>,
     identifier: Option<String>,
     expire: Option<std::time::Duration>,
-) -> Result<ExitCode, ExitCode> {
+) -> CliResult {
     let settings = load_settings(config)?;
     let t = &settings.tencent;
     let expire = expire.unwrap_or(t.usersig_ttl).as_secs();
     if expire == 0 {
-        eprintln!("bansync: --expire: must be at least 1s");
-        return Err(ExitCode::from(2));
+        return Err(CliError::Usage("--expire: must be at least 1s".into()));
     }
     let id = identifier.unwrap_or_else(|| t.identifier.clone());
     let now = crate::clock::Clock::system().now_s() as u64;
@@ -139,15 +129,15 @@ pub fn usersig(
         "{}",
         usersig::generate(t.secret_key.expose(), t.sdkappid, &id, expire, now, None)
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
-pub fn sim(config: &Option<PathBuf>, args: SimArgs) -> Result<ExitCode, ExitCode> {
+pub fn sim(config: &Option<PathBuf>, args: SimArgs) -> CliResult {
     // The app to simulate: flags, else an explicitly given configuration, else the demo app.
     let from_config = match config {
-        Some(path) => Some(config::load(path).map_err(|e| {
-            eprintln!("bansync: configuration error in {}: {e}", path.display());
-            ExitCode::from(2)
+        Some(path) => Some(config::load(path).map_err(|error| CliError::Config {
+            path: path.clone(),
+            error,
         })?),
         None => None,
     };
@@ -165,15 +155,13 @@ pub fn sim(config: &Option<PathBuf>, args: SimArgs) -> Result<ExitCode, ExitCode
         .or(t.map(|t| t.secret_key.expose().to_string()))
         .unwrap_or_else(|| crate::sim::DEMO_KEY.into());
     if args.rate_limit == 0 {
-        eprintln!("bansync: --rate-limit: must be at least 1");
-        return Err(ExitCode::from(2));
+        return Err(CliError::Usage("--rate-limit: must be at least 1".into()));
     }
     crate::logging::init(config::LogFormat::Text, "info");
     runtime().block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| {
-            eprintln!("bansync: sim: cannot listen on {}: {e}", args.listen);
-            ExitCode::from(1)
-        })?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| CliError::Failed(format!("sim: cannot listen on {}: {e}", args.listen)))?;
         let addr = listener.local_addr().map_err(fail)?;
         eprintln!("bansync sim: app {sdkappid}, admin {identifier}, {} calls/s per API, listening on http://{addr}", args.rate_limit);
         let state = crate::sim::new_state(sdkappid, &identifier, &key, args.rate_limit);
@@ -185,6 +173,6 @@ pub fn sim(config: &Option<PathBuf>, args: SimArgs) -> Result<ExitCode, ExitCode
             }
         };
         crate::sim::serve(listener, state, shutdown).await.map_err(fail)?;
-        Ok(ExitCode::SUCCESS)
+        Ok(())
     })
 }

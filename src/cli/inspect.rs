@@ -1,7 +1,6 @@
 //! Read-only commands: `status`, `events`, `history`, `deliveries dead`.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use serde_json::json;
 
@@ -10,16 +9,16 @@ use crate::config::Settings;
 use crate::source::SourceSpec;
 use crate::store::{Direct, EventFilter, EventRow};
 
+use super::error::{CliError, CliResult};
 use super::fail;
 
 /// Reading commands need a store to read: say so rather than create one.
-fn open(settings: &Settings) -> Result<Direct, ExitCode> {
+fn open(settings: &Settings) -> Result<Direct, CliError> {
     if !settings.store_path.exists() {
-        eprintln!(
-            "bansync: no store at {} yet: run `bansync run` or `bansync sync` first",
+        return Err(CliError::Failed(format!(
+            "no store at {} yet: run `bansync run` or `bansync sync` first",
             settings.store_path.display()
-        );
-        return Err(ExitCode::from(1));
+        )));
     }
     super::open_store(settings)
 }
@@ -28,7 +27,7 @@ fn or_dash(s: &Option<String>) -> &str {
     s.as_deref().unwrap_or("-")
 }
 
-pub fn status(config: &Option<PathBuf>, as_json: bool) -> Result<ExitCode, ExitCode> {
+pub fn status(config: &Option<PathBuf>, as_json: bool) -> CliResult {
     let settings = load_settings(config)?;
     let conn = open(&settings)?;
     let sources = conn.sources().map_err(fail)?;
@@ -56,7 +55,7 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> Result<ExitCode, ExitC
             "{}",
             serde_json::to_string_pretty(&json!({"sources": sources, "webhooks": hooks})).unwrap()
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
     println!(
         "{:<40} {:<12} {:<21} {:>8} {:>7}  LAST ERROR",
@@ -109,7 +108,7 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> Result<ExitCode, ExitC
             h.webhook, h.pending, h.dead, h.delivered
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn print_event_line(e: &EventRow) {
@@ -132,7 +131,7 @@ pub fn events(
     since: Option<i64>,
     limit: Option<usize>,
     as_json: bool,
-) -> Result<ExitCode, ExitCode> {
+) -> CliResult {
     let settings = load_settings(config)?;
     let conn = open(&settings)?;
     let filter = EventFilter {
@@ -151,14 +150,10 @@ pub fn events(
             print_event_line(r);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
-pub fn history(
-    config: &Option<PathBuf>,
-    account: &str,
-    as_json: bool,
-) -> Result<ExitCode, ExitCode> {
+pub fn history(config: &Option<PathBuf>, account: &str, as_json: bool) -> CliResult {
     let settings = load_settings(config)?;
     let conn = open(&settings)?;
     let filter = EventFilter {
@@ -180,7 +175,7 @@ pub fn history(
             serde_json::to_string_pretty(&json!({"account": account, "timeline": timeline}))
                 .unwrap()
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
     if rows.is_empty() {
         println!("no events for {account}");
@@ -199,20 +194,16 @@ pub fn history(
             println!("    -> {} {}: {}{until}{code}", m.action, m.target, m.state);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
-pub fn dead(
-    config: &Option<PathBuf>,
-    webhook: Option<String>,
-    as_json: bool,
-) -> Result<ExitCode, ExitCode> {
+pub fn dead(config: &Option<PathBuf>, webhook: Option<String>, as_json: bool) -> CliResult {
     let settings = load_settings(config)?;
     let conn = open(&settings)?;
     let rows = conn.dead_deliveries(webhook.as_deref()).map_err(fail)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
     if rows.is_empty() {
         println!("no dead deliveries");
@@ -232,5 +223,5 @@ pub fn dead(
             or_dash(&d.last_error)
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

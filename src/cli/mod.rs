@@ -2,6 +2,7 @@
 //! Exit status: 0 success, 1 the work failed, 2 bad usage or configuration.
 
 mod admin;
+mod error;
 mod inspect;
 mod run;
 
@@ -12,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Settings};
 use crate::event::EventType;
+use error::CliError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -188,12 +190,9 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 }
 
 /// Loads the configuration or explains why not (exit 2).
-fn load_settings(path: &Option<PathBuf>) -> Result<Settings, ExitCode> {
+fn load_settings(path: &Option<PathBuf>) -> Result<Settings, CliError> {
     let path = path.clone().unwrap_or_else(config::default_path);
-    config::load(&path).map_err(|e| {
-        eprintln!("bansync: configuration error in {}: {e}", path.display());
-        ExitCode::from(2)
-    })
+    config::load(&path).map_err(|error| CliError::Config { path, error })
 }
 
 pub fn main() -> ExitCode {
@@ -212,9 +211,9 @@ pub fn main() -> ExitCode {
             Ok(s) => {
                 print!("{}", s.describe());
                 println!("configuration OK");
-                Ok(ExitCode::SUCCESS)
+                Ok(())
             }
-            Err(code) => Err(code),
+            Err(e) => Err(e),
         },
         Command::Status { json } => inspect::status(&cli.config, json),
         Command::Events {
@@ -236,19 +235,21 @@ pub fn main() -> ExitCode {
         Command::Unban { room, accounts } => admin::unban(&cli.config, &room, accounts),
         Command::Usersig { identifier, expire } => admin::usersig(&cli.config, identifier, expire),
         Command::Sim(args) => admin::sim(&cli.config, args),
-        Command::Demo { duration } => Ok(crate::demo::main(duration)),
+        Command::Demo { duration } => return crate::demo::main(duration),
     };
-    result.unwrap_or_else(|code| code)
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
 }
 
-/// Prints a failure and gives the "work failed" status.
-fn fail(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("bansync: {e}");
-    ExitCode::from(1)
+/// A failure of the work (exit 1).
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::failed(e)
 }
 
 /// The store for a command, migrated to this version's schema.
-fn open_store(settings: &Settings) -> Result<crate::store::Direct, ExitCode> {
+fn open_store(settings: &Settings) -> Result<crate::store::Direct, CliError> {
     crate::store::Direct::open(&settings.store_path).map_err(fail)
 }
 

@@ -2,13 +2,13 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
+use super::error::{CliError, CliResult};
 use super::{load_settings, runtime};
 use crate::config;
 use crate::daemon::{self, DaemonControl, Grace};
@@ -21,7 +21,7 @@ use crate::sync::Syncer;
 use crate::sync::expiry::ExpiryTimer;
 use crate::tencent::{RetryPolicy, TencentClient};
 
-pub fn run(config_path: &Option<PathBuf>) -> Result<ExitCode, ExitCode> {
+pub fn run(config_path: &Option<PathBuf>) -> CliResult {
     let settings = load_settings(config_path)?;
     crate::logging::init(settings.log_format, &settings.log_level);
     let rt = runtime();
@@ -31,7 +31,7 @@ pub fn run(config_path: &Option<PathBuf>) -> Result<ExitCode, ExitCode> {
                 Ok(l) => Some(l),
                 Err(e) => {
                     tracing::error!(%addr, error = %e, "cannot listen on http.listen");
-                    return Err(ExitCode::from(1));
+                    return Err(CliError::Reported);
                 }
             },
             None => None,
@@ -46,7 +46,7 @@ pub fn run(config_path: &Option<PathBuf>) -> Result<ExitCode, ExitCode> {
         ])
         .map_err(|e| {
             tracing::error!(error = %e, "cannot install signal handlers");
-            ExitCode::from(1)
+            CliError::Reported
         })?;
         tokio::spawn(async move {
             let mut stopping = false;
@@ -91,27 +91,22 @@ pub fn run(config_path: &Option<PathBuf>) -> Result<ExitCode, ExitCode> {
             clock: crate::clock::Clock::system(),
         };
         match daemon::run(settings, listener, control, RetryPolicy::default(), Grace::default()).await {
-            Ok(()) => Ok(ExitCode::SUCCESS),
+            Ok(()) => Ok(()),
             Err(e) => {
                 tracing::error!(error = %e, "bansync stopped with an error");
-                Err(ExitCode::from(1))
+                Err(CliError::Reported)
             }
         }
     })
 }
 
-pub fn sync(
-    config_path: &Option<PathBuf>,
-    only: Vec<SourceSpec>,
-    dry_run: bool,
-) -> Result<ExitCode, ExitCode> {
+pub fn sync(config_path: &Option<PathBuf>, only: Vec<SourceSpec>, dry_run: bool) -> CliResult {
     let settings = load_settings(config_path)?;
     for s in &only {
         if !settings.sources.contains(s) {
-            eprintln!(
-                "bansync: --source {s}: not a configured source (see `bansync check-config`)"
-            );
-            return Err(ExitCode::from(2));
+            return Err(CliError::Usage(format!(
+                "--source {s}: not a configured source (see `bansync check-config`)"
+            )));
         }
     }
     let sources = if only.is_empty() {
@@ -131,10 +126,7 @@ pub fn sync(
         let metrics = Arc::new(Metrics::new());
         let (notice_tx, notice_rx) = mpsc::unbounded_channel();
         let store = Store::open(&settings.store_path, daemon::emit_config(&settings), Some(notice_tx))
-            .map_err(|e| {
-                eprintln!("bansync: {e}");
-                ExitCode::from(1)
-            })?;
+            .map_err(CliError::failed)?;
         let client = Arc::new(TencentClient::new(settings.tencent.clone(), metrics.clone()));
         let clock = crate::clock::Clock::system();
         let syncer = Syncer::new(client.clone(), store.clone(), metrics.clone(), &settings.sync, clock.clone());
@@ -237,6 +229,6 @@ pub fn sync(
             started.elapsed().as_secs_f64()
         );
         drop(store);
-        if failed > 0 { Err(ExitCode::from(1)) } else { Ok(ExitCode::SUCCESS) }
+        if failed > 0 { Err(CliError::Reported) } else { Ok(()) }
     })
 }
