@@ -40,6 +40,7 @@
 //!
 //! It prints, per family: trials, faults injected, violations.
 
+#[allow(dead_code)]
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

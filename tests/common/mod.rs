@@ -1,7 +1,6 @@
 //! Test harness: the simulator on a loopback port, configurations written
 //! to real files, real SQLite stores, and webhook receivers that are real
 //! HTTP servers with programmable answers.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -121,7 +120,12 @@ impl Sim {
     pub fn mutate(&self, m: sim::Mutation) {
         self.state.lock().unwrap().mutations.push(m);
     }
+}
 
+/// What the simulator recorded (who set each entry, every REST change):
+/// the reliability suite checks its model against these.
+#[allow(dead_code)]
+impl Sim {
     /// The simulator's next tick: an order that clock steps do not move.
     pub fn tick(&self) -> u64 {
         self.state.lock().unwrap().tick()
@@ -186,7 +190,9 @@ impl Sim {
         let mut s = self.state.lock().unwrap();
         s.lists(kind).get(id).and_then(|l| l.get(account))
     }
+}
 
+impl Sim {
     pub fn stats(&self) -> serde_json::Value {
         serde_json::to_value(&self.state.lock().unwrap().stats).unwrap()
     }
@@ -576,6 +582,8 @@ pub struct Daemon {
     pub stop: tokio::sync::watch::Sender<bool>,
     pub reload: mpsc::UnboundedSender<Settings>,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Where its `/healthz`, `/readyz` and `/metrics` listen.
+    #[allow(dead_code)]
     pub http: SocketAddr,
 }
 

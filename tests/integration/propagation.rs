@@ -1,13 +1,11 @@
 //! Ban propagation against the simulator: batches of 20 with the remaining
 //! duration, no echo through cycles, lifts, and refusals without a storm.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bansync::propagate::Propagator;
 use bansync::sim::ListKind;
-use common::*;
 
 fn engine(dir: &std::path::Path, sim: &Sim, rules: &str) -> Engine {
     let path = write_config(

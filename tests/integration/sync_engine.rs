@@ -1,12 +1,10 @@
 //! The sync engine against the simulator: every row of the event table,
 //! the safety rules, expiry on time and across restarts.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bansync::sim::{ListKind, Mutation};
-use common::*;
 
 fn engine(dir: &std::path::Path, sim: &Sim, extra: &str) -> Engine {
     let path = write_config(

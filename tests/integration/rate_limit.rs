@@ -3,16 +3,14 @@
 //! binary, on a multi-threaded runtime, so that the simulator's clock is
 //! not bunched by other tests competing for the same two cores.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use bansync::metrics::Metrics;
 use bansync::sim::ListKind;
 use bansync::source::SourceSpec;
 use bansync::tencent::{TencentClient, WalkError, walk};
-use common::*;
 
 async fn walk_all(c: &TencentClient, spec: &str) -> Result<Vec<bansync::source::Entry>, WalkError> {
     let spec: SourceSpec = spec.parse().unwrap();

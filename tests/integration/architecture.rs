@@ -89,7 +89,7 @@ fn every_module_imports_only_modules_below_it() {
     for (module, path, text) in sources() {
         let Some(at) = order.iter().position(|m| *m == module) else {
             wrong.push(format!(
-                "{path}: module `{module}` has no layer in tests/architecture.rs"
+                "{path}: module `{module}` has no layer in tests/integration/architecture.rs"
             ));
             continue;
         };

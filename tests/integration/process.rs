@@ -2,14 +2,12 @@
 //! signals (SIGHUP reload, SIGTERM, SIGKILL and restart), and logs that
 //! never hold a secret.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::common::*;
 use bansync::sim::{Fault, ListKind};
-use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bansync");
 

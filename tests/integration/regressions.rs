@@ -1,13 +1,11 @@
 //! One regression test per defect the outside review reproduced (issue
 //! "Trust"), each written to fail on the code before its fix.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bansync::propagate::Propagator;
 use bansync::sim::{Fault, ListKind, Mutation};
-use common::*;
 
 fn propagator(e: &Engine) -> Propagator {
     e.propagator()

@@ -4,14 +4,12 @@
 //! virtual environment under target/ on first run (this needs python3 and
 //! access to the package registry; without them the test fails, loudly).
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::*;
 use bansync::sim::ListKind;
-use common::*;
 
 fn python() -> PathBuf {
     // The tests of this file run in parallel and both need the environment:

@@ -2,13 +2,11 @@
 //! way and recover, order per source, stable ids, 410, Retry-After,
 //! redirects, dead deliveries and replay.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::common::*;
 use bansync::sim::ListKind;
-use common::*;
 
 const FAST: &str = "retry_schedule = [\"100ms\", \"200ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]\ntimeout = \"300ms\"";
 

@@ -1,15 +1,13 @@
 //! The vendor client against `bansync sim` over loopback: pagination,
 //! error classes, the rate limit, and walks that must fail whole.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use bansync::metrics::Metrics;
 use bansync::sim::{Fault, ListKind};
 use bansync::source::SourceSpec;
 use bansync::tencent::{ApiErrorKind, ErrorClass, TencentClient, WalkError, walk};
-use common::*;
 
 async fn client(sim: &Sim) -> (TencentClient, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
