@@ -2,19 +2,25 @@
 //! environment variables, secrets from files or systemd credentials, then
 //! validated into [`Settings`]. Every error names the key at fault.
 
+pub mod defaults;
+mod error;
+mod output;
+mod propagate;
 mod raw;
 pub mod secret;
+mod sources;
+mod sync;
+mod tencent;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
-
 use crate::diff::Initial;
 use crate::duration;
-use crate::event::EventType;
-use crate::source::{Pattern, SourceKind, SourceSpec};
+use crate::source::{Pattern, SourceSpec};
+pub use error::ConfigError;
 pub use secret::{Secret, SecretOrigin};
 
 use raw::RawConfig;
@@ -26,15 +32,9 @@ pub fn validate_cron(expr: &str) -> Result<(), String> {
         .map_err(|e| format!("{e:?}; write six fields with seconds first, e.g. `0 */5 * * * *`"))
 }
 
-/// The retry delays of CONTRACT.md, after the first attempt.
-pub const DEFAULT_RETRY_SCHEDULE: &[u64] = &[5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400];
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
+/// A failed check, written `key: problem`.
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError(msg.into()))
+    Err(ConfigError::invalid(msg))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,19 @@ impl Region {
             Region::Mumbai => ("adminapiind.im.qcloud.com", "adminapiind.my-imcloud.com"),
             Region::SiliconValley => ("adminapiusa.im.qcloud.com", "adminapiusa.my-imcloud.com"),
             Region::Jakarta => ("adminapiidn.im.qcloud.com", "adminapiidn.my-imcloud.com"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Region::China => "china",
+            Region::Singapore => "singapore",
+            Region::Seoul => "seoul",
+            Region::Tokyo => "tokyo",
+            Region::Frankfurt => "frankfurt",
+            Region::Mumbai => "mumbai",
+            Region::SiliconValley => "silicon-valley",
+            Region::Jakarta => "jakarta",
         }
     }
 
@@ -211,11 +224,9 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 }
 
 pub fn load_with(path: &Path, env: &Environment) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError(format!(
-            "cannot read configuration file `{}`: {e}",
-            path.display()
-        ))
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        error: e.to_string(),
     })?;
     load_from_str(&text, path, env)
 }
@@ -237,19 +248,19 @@ fn parse_layers(text: &str, env: &Environment) -> Result<RawConfig, ConfigError>
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(env_source)
         .build()
-        .map_err(|e| {
-            ConfigError(format!(
-                "configuration: {}",
-                without_snippet(&e.to_string())
-            ))
+        .map_err(|e| ConfigError::Syntax {
+            key: "configuration".into(),
+            problem: without_snippet(&e.to_string()),
         })?;
-    let mut value: serde_json::Value = layered
-        .try_deserialize()
-        .map_err(|e| ConfigError(format!("configuration: {e}")))?;
+    let mut value: serde_json::Value =
+        layered.try_deserialize().map_err(|e| ConfigError::Syntax {
+            key: "configuration".into(),
+            problem: e.to_string(),
+        })?;
     coerce_env_strings(&mut value);
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        ConfigError(format!("{path}: {}", e.inner()))
+    serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Syntax {
+        key: e.path().to_string(),
+        problem: e.inner().to_string(),
     })
 }
 
@@ -310,7 +321,7 @@ fn coerce_env_strings(v: &mut serde_json::Value) {
 fn parse_duration(key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
     match v {
         None => Ok(default),
-        Some(s) => duration::parse(s).map_err(|e| ConfigError(format!("{key}: {e}"))),
+        Some(s) => duration::parse(s).map_err(|e| ConfigError::invalid(format!("{key}: {e}"))),
     }
 }
 
@@ -326,400 +337,22 @@ fn nonzero_duration(
     Ok(d)
 }
 
+/// Each section is checked on its own (its file), in an order that lets
+/// later sections check against earlier ones.
 fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, ConfigError> {
-    let Some(t) = raw.tencent else {
-        return err("tencent: section missing (sdkappid, identifier, secret_key, region)");
-    };
-    let sdkappid = match t.sdkappid {
-        None => return err("tencent.sdkappid: missing"),
-        Some(0) => return err("tencent.sdkappid: must not be 0"),
-        Some(n) if n > u32::MAX as u64 * 2 => return err("tencent.sdkappid: not a valid SDKAppID"),
-        Some(n) => n,
-    };
-    let identifier = match t.identifier.as_deref().map(str::trim) {
-        None | Some("") => return err("tencent.identifier: missing (an App admin account)"),
-        Some(s) => s.to_string(),
-    };
-    let (secret_key, secret_origin) = secret::resolve(
-        "tencent.secret_key",
-        t.secret_key.as_deref(),
-        t.secret_key_file.as_deref(),
-        "tim-secret-key",
-        env.credentials_dir.as_deref(),
-    )
-    .map_err(ConfigError)?
-    .ok_or_else(|| {
-        ConfigError(
-            "tencent.secret_key: missing (set secret_key, secret_key_file, or the systemd credential tim-secret-key)"
-                .into(),
-        )
-    })?;
-    if secret_key.expose().trim().is_empty() {
-        return err("tencent.secret_key: empty");
-    }
-    let (region, base_urls) = match (t.region.as_deref(), t.base_url.as_deref()) {
-        (Some(_), Some(_)) => {
-            return err("tencent.base_url: give either region or base_url, not both");
-        }
-        (None, None) => return err(format!("tencent.region: missing ({})", Region::NAMES)),
-        (Some(r), None) => {
-            let region = Region::parse(r).ok_or_else(|| {
-                ConfigError(format!(
-                    "tencent.region: unknown region `{r}` ({})",
-                    Region::NAMES
-                ))
-            })?;
-            let (a, b) = region.domains();
-            (
-                Some(region),
-                vec![format!("https://{a}"), format!("https://{b}")],
-            )
-        }
-        (None, Some(u)) => {
-            let url = reqwest::Url::parse(u)
-                .map_err(|e| ConfigError(format!("tencent.base_url: `{u}`: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return err(format!("tencent.base_url: `{u}` is not an http(s) URL"));
-            }
-            (None, vec![u.trim_end_matches('/').to_string()])
-        }
-    };
-    let usersig_ttl = parse_duration(
-        "tencent.usersig_ttl",
-        t.usersig_ttl.as_deref(),
-        Duration::from_secs(86400),
-    )?;
-    if usersig_ttl < Duration::from_secs(300) {
-        return err("tencent.usersig_ttl: must be at least 5m (the sig is renewed before it ends)");
-    }
-    let requests_per_second = t.requests_per_second.unwrap_or(200);
-    if requests_per_second == 0 || requests_per_second > 100_000 {
-        return err("tencent.requests_per_second: must be between 1 and 100000");
-    }
-    let timeout = nonzero_duration(
-        "tencent.timeout",
-        t.timeout.as_deref(),
-        Duration::from_secs(10),
-    )?;
-
-    let store_path = {
-        let p = PathBuf::from(raw.store.path.as_deref().unwrap_or("bansync.db"));
-        if p.as_os_str().is_empty() {
-            return err("store.path: empty");
-        }
-        if p.is_relative() {
-            match &env.state_dir {
-                Some(dir) => dir.join(p),
-                None => p,
-            }
-        } else {
-            p
-        }
-    };
-
-    let s = raw.sync;
-    let schedule = match (s.interval.as_deref(), s.cron.as_deref()) {
-        (Some(_), Some(_)) => return err("sync.cron: give either interval or cron, not both"),
-        (None, Some(c)) => {
-            validate_cron(c).map_err(|e| ConfigError(format!("sync.cron: `{c}`: {e}")))?;
-            Schedule::Cron(c.to_string())
-        }
-        (i, None) => {
-            let d = nonzero_duration("sync.interval", i, Duration::from_secs(300))?;
-            // The scheduler counts in whole seconds.
-            if d < Duration::from_secs(1) || d.subsec_millis() != 0 {
-                return err(format!(
-                    "sync.interval: `{}` must be a whole number of seconds, at least 1s",
-                    i.unwrap_or_default()
-                ));
-            }
-            Schedule::Interval(d)
-        }
-    };
-    let page_size = s.page_size.unwrap_or(100);
-    if !(1..=100).contains(&page_size) {
-        return err(format!(
-            "sync.page_size: {page_size} is out of range (1 to 100, the vendor's maximum)"
-        ));
-    }
-    let initial = match s.initial.as_deref().unwrap_or("baseline") {
-        "baseline" => Initial::Baseline,
-        "emit" => Initial::Emit,
-        other => {
-            return err(format!(
-                "sync.initial: unknown value `{other}` (baseline | emit)"
-            ));
-        }
-    };
-    let confirm_delay = parse_duration(
-        "sync.confirm_delay",
-        s.confirm_delay.as_deref(),
-        Duration::from_secs(5),
-    )?;
-    let max_concurrent_walks = s.max_concurrent_walks.unwrap_or(64) as usize;
-    if max_concurrent_walks == 0 {
-        return err("sync.max_concurrent_walks: must be at least 1");
-    }
-
-    let Some(src) = raw.sources else {
-        return err("sources: section missing (groups, rooms, blocklists)");
-    };
-    let mut sources = Vec::new();
-    for (key, kind, list) in [
-        ("sources.groups", SourceKind::Group, &src.groups),
-        ("sources.rooms", SourceKind::Room, &src.rooms),
-        ("sources.blocklists", SourceKind::Blocklist, &src.blocklists),
-    ] {
-        for (i, id) in list.iter().enumerate() {
-            crate::source::validate_id(id)
-                .map_err(|e| ConfigError(format!("{key}[{i}]: `{id}`: {e}")))?;
-            let spec = SourceSpec::new(kind, id.as_str());
-            if sources.contains(&spec) {
-                return err(format!("{key}[{i}]: `{id}` is listed twice"));
-            }
-            sources.push(spec);
-        }
-    }
-    if sources.is_empty() {
-        return err("sources: no source to watch (groups, rooms and blocklists are all empty)");
-    }
-    if let Some(r) = region
-        && !r.has_live_rooms()
-        && sources.iter().any(|s| s.kind == SourceKind::Room)
-    {
-        return err(format!(
-            "sources.rooms: the live-room service is not offered in region `{}` (china, singapore, silicon-valley, jakarta)",
-            t.region.as_deref().unwrap_or_default()
-        ));
-    }
-
-    let mut webhooks: Vec<WebhookSettings> = Vec::new();
-    for (i, w) in raw.webhook.into_iter().enumerate() {
-        let at = format!("webhook[{i}]");
-        let name = match w.name.as_deref().map(str::trim) {
-            None | Some("") => return err(format!("{at}.name: missing")),
-            Some(n)
-                if !n
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
-            {
-                return err(format!(
-                    "{at}.name: `{n}` may hold only letters, digits, - and _"
-                ));
-            }
-            Some(n) => n.to_string(),
-        };
-        let at = format!("webhook[{i}] ({name})");
-        if webhooks.iter().any(|o| o.name == name) {
-            return err(format!("{at}.name: `{name}` is used by two webhooks"));
-        }
-        let url = match w.url.as_deref() {
-            None => return err(format!("{at}.url: missing")),
-            Some(u) => {
-                let parsed = reqwest::Url::parse(u)
-                    .map_err(|e| ConfigError(format!("{at}.url: `{u}`: {e}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-                    return err(format!("{at}.url: `{u}` is not an http(s) URL"));
-                }
-                u.to_string()
-            }
-        };
-        let credential = format!("webhook-{name}-secret");
-        let (secret, secret_origin) = secret::resolve(
-            &format!("{at}.secret"),
-            w.secret.as_deref(),
-            w.secret_file.as_deref(),
-            &credential,
-            env.credentials_dir.as_deref(),
-        )
-        .map_err(ConfigError)?
-        .ok_or_else(|| {
-            ConfigError(format!(
-                "{at}.secret: missing (secret, secret_file, or credential {credential})"
-            ))
-        })?;
-        let mut keys = Vec::new();
-        for (j, part) in secret.expose().split_whitespace().enumerate() {
-            let b64 = part.strip_prefix("whsec_").unwrap_or(part);
-            let key = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| {
-                ConfigError(format!("{at}.secret: secret #{} is not a whsec_ secret (whsec_ followed by base64)", j + 1))
-            })?;
-            if key.len() < 16 {
-                return err(format!(
-                    "{at}.secret: secret #{} is shorter than 16 bytes once decoded",
-                    j + 1
-                ));
-            }
-            // Kept as raw bytes in a Secret; base64 again so Secret stays a String.
-            keys.push(Secret::new(
-                base64::engine::general_purpose::STANDARD.encode(key),
-            ));
-        }
-        if keys.is_empty() {
-            return err(format!("{at}.secret: empty"));
-        }
-        let events: Vec<Pattern> = match w.events {
-            None => vec![Pattern::new("*")],
-            Some(list) if list.is_empty() => {
-                return err(format!("{at}.events: empty (omit it for all events)"));
-            }
-            Some(list) => {
-                let mut out = Vec::new();
-                for p in list {
-                    let pat = Pattern::new(p.as_str());
-                    if !EventType::ALL.iter().any(|t| pat.matches(t.as_str())) {
-                        return err(format!("{at}.events: `{p}` matches no event type"));
-                    }
-                    out.push(pat);
-                }
-                out
-            }
-        };
-        let source_filters = match w.sources {
-            None => vec![Pattern::new("*")],
-            Some(list) if list.is_empty() => {
-                return err(format!("{at}.sources: empty (omit it for all sources)"));
-            }
-            Some(list) => {
-                for p in &list {
-                    let kind = p.split(':').next().unwrap_or_default();
-                    if !p.contains(':') && p != "*"
-                        || !(kind == "*" || SourceKind::ALL.iter().any(|k| k.as_str() == kind))
-                    {
-                        return err(format!(
-                            "{at}.sources: `{p}` is not a source pattern (e.g. room:*, group:@TGS#1)"
-                        ));
-                    }
-                }
-                list.into_iter().map(Pattern::new).collect()
-            }
-        };
-        let timeout = nonzero_duration(
-            &format!("{at}.timeout"),
-            w.timeout.as_deref(),
-            Duration::from_secs(15),
-        )?;
-        let retry_schedule = match w.retry_schedule {
-            None => DEFAULT_RETRY_SCHEDULE
-                .iter()
-                .map(|s| Duration::from_secs(*s))
-                .collect(),
-            Some(list) => {
-                let mut out = Vec::new();
-                for (j, d) in list.iter().enumerate() {
-                    out.push(parse_duration(
-                        &format!("{at}.retry_schedule[{j}]"),
-                        Some(d),
-                        Duration::ZERO,
-                    )?);
-                }
-                out
-            }
-        };
-        let max_in_flight = w.max_in_flight.unwrap_or(16) as usize;
-        if max_in_flight == 0 {
-            return err(format!("{at}.max_in_flight: must be at least 1"));
-        }
-        webhooks.push(WebhookSettings {
-            name,
-            url,
-            keys,
-            secret_origin,
-            events,
-            sources: source_filters,
-            timeout,
-            retry_schedule,
-            max_in_flight,
-        });
-    }
-
-    let mut propagate = Vec::new();
-    for (i, r) in raw.propagate.into_iter().enumerate() {
-        let at = format!("propagate[{i}]");
-        let parse_list = |key: &str, list: &[String]| -> Result<Vec<SourceSpec>, ConfigError> {
-            if list.is_empty() {
-                return err(format!("{at}.{key}: empty"));
-            }
-            list.iter()
-                .map(|s| {
-                    let spec: SourceSpec = s
-                        .parse()
-                        .map_err(|e| ConfigError(format!("{at}.{key}: {e}")))?;
-                    if spec.kind == SourceKind::Blocklist {
-                        return err(format!(
-                            "{at}.{key}: `{s}`: only groups and rooms hold bans"
-                        ));
-                    }
-                    Ok(spec)
-                })
-                .collect()
-        };
-        let from = parse_list("from", &r.from)?;
-        let to = parse_list("to", &r.to)?;
-        for f in &from {
-            if !sources.contains(f) {
-                return err(format!(
-                    "{at}.from: `{f}` is not a watched source (add it under [sources])"
-                ));
-            }
-            if to.contains(f) {
-                return err(format!("{at}.to: `{f}` is both origin and target"));
-            }
-        }
-        propagate.push(PropagateRule {
-            from,
-            to,
-            lift: r.lift,
-        });
-    }
-
-    let http_listen = match raw.http.listen.as_deref() {
-        None => Some("127.0.0.1:9187".parse().unwrap()),
-        Some("") | Some("off") => None,
-        Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
-            ConfigError(format!(
-                "http.listen: `{a}` is not an address like 127.0.0.1:9187"
-            ))
-        })?),
-    };
-    let log_format = match raw.log.format.as_deref().unwrap_or("text") {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            return err(format!(
-                "log.format: unknown format `{other}` (text | json)"
-            ));
-        }
-    };
-    let log_level = raw.log.level.unwrap_or_else(|| "info".into());
-    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-        return err(format!(
-            "log.level: `{log_level}` is not a level or filter (error, warn, info, debug, trace)"
-        ));
-    }
-
+    let tencent = tencent::validate(raw.tencent, env)?;
+    let store_path = sync::store_path(raw.store, env)?;
+    let sync = sync::validate(raw.sync)?;
+    let sources = sources::validate(raw.sources, &tencent)?;
+    let webhooks = webhooks::validate(raw.webhook, env)?;
+    let propagate = propagate::validate(raw.propagate, &sources)?;
+    let http_listen = output::http_listen(raw.http)?;
+    let (log_format, log_level) = output::log(raw.log)?;
     Ok(Settings {
         path: path.to_path_buf(),
-        tencent: TencentSettings {
-            sdkappid,
-            identifier,
-            secret_key,
-            secret_origin,
-            region,
-            base_urls,
-            usersig_ttl,
-            requests_per_second,
-            timeout,
-        },
+        tencent,
         store_path,
-        sync: SyncSettings {
-            schedule,
-            page_size,
-            blocklist_page_size: 1000,
-            initial,
-            confirm_delay,
-            max_concurrent_walks,
-        },
+        sync,
         sources,
         webhooks,
         propagate,

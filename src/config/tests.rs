@@ -1,4 +1,5 @@
 use super::*;
+use crate::source::SourceKind;
 
 const GOOD: &str = r#"
 [tencent]
@@ -32,7 +33,7 @@ fn load_str(text: &str) -> Result<Settings, ConfigError> {
 }
 
 fn fault(text: &str) -> String {
-    load_str(text).expect_err("should be refused").0
+    load_str(text).expect_err("should be refused").to_string()
 }
 
 #[test]
@@ -224,4 +225,95 @@ fn secrets_never_appear_in_errors() {
 fn cron_validation() {
     assert!(validate_cron("0 */5 * * * *").is_ok());
     assert!(validate_cron("not cron").is_err());
+}
+
+/// The example file shows every default (set, or commented out): loaded
+/// with its commented defaults switched on, it must give what a file that
+/// sets nothing optional gives.
+#[test]
+fn the_example_file_and_the_defaults_agree() {
+    let example = include_str!("../../config/bansync.toml");
+    let switched_on: String = example
+        .lines()
+        .map(|l| {
+            // `# key = value   # comment`: a commented default (not the
+            // alternatives written as `# region = ...` or in prose).
+            let t = l.trim_start();
+            match t.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(k, _)| {
+                        [
+                            "confirm_delay",
+                            "max_concurrent_walks",
+                            "retry_schedule",
+                            "max_in_flight",
+                            "lift",
+                        ]
+                        .contains(&k)
+                    }) =>
+                {
+                    rest.to_string()
+                }
+                _ => l.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let full = load_str(&switched_on).expect("the example loads");
+    let minimal = load_str(
+        r#"
+[tencent]
+sdkappid = 1400000000
+identifier = "administrator"
+secret_key = "k3y"
+base_url = "http://127.0.0.1:8080"
+[sources]
+rooms = ["live-1"]
+[[webhook]]
+name = "moderation"
+url = "http://127.0.0.1:9999/bansync"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+[[propagate]]
+from = ["room:live-1"]
+to = ["room:live-2"]
+"#,
+    )
+    .expect("a minimal file loads");
+    let (f, m) = (&full.tencent, &minimal.tencent);
+    assert_eq!(f.usersig_ttl, m.usersig_ttl, "tencent.usersig_ttl");
+    assert_eq!(
+        f.requests_per_second, m.requests_per_second,
+        "tencent.requests_per_second"
+    );
+    assert_eq!(f.timeout, m.timeout, "tencent.timeout");
+    assert_eq!(full.store_path, minimal.store_path, "store.path");
+    let (f, m) = (&full.sync, &minimal.sync);
+    assert_eq!(f.schedule, m.schedule, "sync.interval");
+    assert_eq!(f.page_size, m.page_size, "sync.page_size");
+    assert_eq!(f.initial, m.initial, "sync.initial");
+    assert_eq!(f.confirm_delay, m.confirm_delay, "sync.confirm_delay");
+    assert_eq!(
+        f.max_concurrent_walks, m.max_concurrent_walks,
+        "sync.max_concurrent_walks"
+    );
+    let (f, m) = (&full.webhooks[0], &minimal.webhooks[0]);
+    assert_eq!(f.timeout, m.timeout, "webhook.timeout");
+    assert_eq!(f.retry_schedule, m.retry_schedule, "webhook.retry_schedule");
+    assert_eq!(f.max_in_flight, m.max_in_flight, "webhook.max_in_flight");
+    assert_eq!(
+        full.propagate[0].lift, minimal.propagate[0].lift,
+        "propagate.lift"
+    );
+    assert_eq!(full.http_listen, minimal.http_listen, "http.listen");
+    assert_eq!(full.log_format, minimal.log_format, "log.format");
+    assert_eq!(full.log_level, minimal.log_level, "log.level");
+}
+
+#[test]
+fn errors_name_their_key() {
+    let e = load_str(&format!("{GOOD}\n[sync]\npage_size = 500\n")).unwrap_err();
+    assert_eq!(e.key(), Some("sync.page_size"));
+    assert!(matches!(e, ConfigError::Invalid { .. }));
+    let e = load_str(&format!("{GOOD}\n[sync]\nbogus = 1\n")).unwrap_err();
+    assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
 }

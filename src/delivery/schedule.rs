@@ -57,7 +57,7 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DEFAULT_RETRY_SCHEDULE;
+    use crate::config::defaults::RETRY_SCHEDULE as DEFAULT_RETRY_SCHEDULE;
 
     fn schedule() -> Vec<Duration> {
         DEFAULT_RETRY_SCHEDULE
