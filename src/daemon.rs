@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::delivery::{Control, Dispatcher};
 use crate::metrics::Metrics;
 use crate::propagate::Propagator;
-use crate::store::{EmitConfig, Store};
+use crate::store::{EmitConfig, Store, StoreError};
 use crate::sync::Syncer;
 use crate::sync::expiry::ExpiryTimer;
 use crate::sync::scheduler::{Plan, Scheduler};
@@ -64,6 +64,22 @@ fn plan(s: &Settings, syncer: Syncer) -> Plan {
     }
 }
 
+/// What the store takes from a configuration, at start-up and on every
+/// reload: what events are owed to and mirrored by, webhooks that a 410
+/// Gone disabled enabled again, and a row (and `seq`) for every source.
+pub async fn configure_store(store: &Store, settings: &Settings) -> Result<(), StoreError> {
+    store.set_emit_config(emit_config(settings));
+    let names = settings.webhooks.iter().map(|w| w.name.clone()).collect();
+    let enabled = store.enable_webhooks(names).await?;
+    if enabled > 0 {
+        tracing::info!(
+            webhooks = enabled,
+            "webhooks disabled by 410 Gone are enabled again by this configuration"
+        );
+    }
+    store.register_sources(settings.sources.clone()).await
+}
+
 /// Runs the daemon until `control.stop`. `listener` serves `/healthz`,
 /// `/readyz` and `/metrics` (bound by the caller, so tests can use port 0).
 pub async fn run(
@@ -86,21 +102,8 @@ pub async fn run(
         emit_config(&settings),
         Some(notice_tx),
     )?;
+    configure_store(&store, &settings).await?;
     let names: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
-    let enabled = {
-        let names = names.clone();
-        store.enable_webhooks(names).await?
-    };
-    if enabled > 0 {
-        tracing::info!(
-            webhooks = enabled,
-            "webhooks disabled by 410 Gone are enabled again by this configuration"
-        );
-    }
-    {
-        let sources = settings.sources.clone();
-        store.register_sources(sources).await?;
-    }
 
     let ready = Arc::new(AtomicBool::new(false));
     let webhook_names = Arc::new(std::sync::RwLock::new(names));
@@ -217,16 +220,10 @@ async fn apply_reload(
         tracing::warn!(old = %old.store_path.display(), new = %new.store_path.display(),
             "store.path changed: a restart is needed to move the store; keeping the old one");
     }
-    store.set_emit_config(emit_config(new));
-    let names: Vec<String> = new.webhooks.iter().map(|w| w.name.clone()).collect();
-    {
-        let names = names.clone();
-        if let Err(e) = store.enable_webhooks(names).await {
-            tracing::error!(error = %e, "cannot re-enable webhooks");
-        }
-        let sources = new.sources.clone();
-        let _ = store.register_sources(sources).await;
+    if let Err(e) = configure_store(store, new).await {
+        tracing::error!(error = %e, "cannot apply the new configuration to the store; walks will retry");
     }
+    let names: Vec<String> = new.webhooks.iter().map(|w| w.name.clone()).collect();
     *webhook_names.write().unwrap() = names;
     let _ = dispatcher.send(Control::Webhooks(new.webhooks.clone()));
     // Only a changed vendor section gets a fresh client (new key, region,

@@ -17,7 +17,7 @@ use bansync::delivery::Dispatcher;
 use bansync::metrics::Metrics;
 use bansync::propagate::Propagator;
 use bansync::sim::{self, ListKind, Shared};
-use bansync::store::{EmitConfig, Notice, Store};
+use bansync::store::{Notice, Store};
 use bansync::sync::Syncer;
 use bansync::sync::expiry::ExpiryTimer;
 use bansync::tencent::{RetryPolicy, TencentClient};
@@ -267,12 +267,12 @@ impl Engine {
     pub fn open_with_clock(settings: Settings, clock: Clock) -> Engine {
         let metrics = Arc::new(Metrics::new());
         let (tx, notices) = mpsc::unbounded_channel();
-        let emit = EmitConfig {
-            app: settings.tencent.sdkappid,
-            webhooks: settings.webhooks.clone(),
-            propagate: settings.propagate.clone(),
-        };
-        let store = Store::open(&settings.store_path, emit, Some(tx)).unwrap();
+        let store = Store::open(
+            &settings.store_path,
+            bansync::daemon::emit_config(&settings),
+            Some(tx),
+        )
+        .unwrap();
         let client = Arc::new(TencentClient::with_retry(
             settings.tencent.clone(),
             metrics.clone(),
