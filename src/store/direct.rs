@@ -60,18 +60,29 @@ impl Direct {
     /// Re-queues dead deliveries (all, one webhook's, or the given ids) at
     /// the back of their lanes. Returns how many.
     pub fn retry_dead(&self, webhook: Option<&str>, ids: &[i64], now_ms: i64) -> Result<usize> {
-        let tx = self.conn.unchecked_transaction()?;
-        let n = ops::retry_dead(&tx, webhook, ids, now_ms)?;
-        tx.commit()?;
-        Ok(n)
+        self.immediate(|conn| ops::retry_dead(conn, webhook, ids, now_ms))
     }
 
     /// Queues again, for one webhook, every event since `since_ms` its
     /// filters take. Returns how many.
     pub fn replay(&self, webhook: &WebhookSettings, since_ms: i64, now_ms: i64) -> Result<usize> {
-        let tx = self.conn.unchecked_transaction()?;
-        let n = ops::replay(&tx, webhook, since_ms, now_ms)?;
-        tx.commit()?;
-        Ok(n)
+        self.immediate(|conn| ops::replay(conn, webhook, since_ms, now_ms))
+    }
+
+    /// Runs `f` in a transaction that takes the write lock first (waiting
+    /// out a busy daemon): a deferred one that read first could not
+    /// upgrade while the daemon writes, and would fail at once.
+    fn immediate<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(&self.conn).and_then(|v| {
+            self.conn.execute_batch("COMMIT")?;
+            Ok(v)
+        }) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 }

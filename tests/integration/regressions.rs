@@ -123,6 +123,7 @@ async fn an_ended_mirror_gives_no_claim_over_a_later_ban() {
     let sim = Sim::start(100_000).await;
     let dir = tempfile::tempdir().unwrap();
     let e = mirror_engine(dir.path(), &sim, G_TO_T, "");
+    sim.share_clock(&e.clock);
     sim.set(ListKind::Group, "g", &[]);
     sim.set(ListKind::Room, "t", &[]);
     e.walk("group:g").await;
@@ -131,7 +132,7 @@ async fn an_ended_mirror_gives_no_claim_over_a_later_ban() {
     e.walk("group:g").await;
     propagator(&e).try_execute().await.unwrap();
     e.walk("room:t").await;
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    e.clock.step(3100);
     // Both bans ended; the vendor dropped them.
     e.walk("group:g").await;
     e.walk("room:t").await;
@@ -467,6 +468,7 @@ async fn a_shortened_origin_ban_that_runs_out_lifts_its_mirror() {
         let sim = Sim::start(100_000).await;
         let dir = tempfile::tempdir().unwrap();
         let e = mirror_engine(dir.path(), &sim, G_TO_T, "");
+        sim.share_clock(&e.clock);
         sim.set(ListKind::Group, "g", &[]);
         let theirs = now() + 300;
         if under {
@@ -488,7 +490,7 @@ async fn a_shortened_origin_ban_that_runs_out_lifts_its_mirror() {
         sim.upsert(ListKind::Group, "g", "x", now() + 2);
         e.walk("group:g").await;
         propagator(&e).try_execute().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(3100)).await;
+        e.clock.step(3100);
         e.expiry().try_execute().await.unwrap();
         assert!(e.events("group:g").contains(&ev("ban.expired", "x")));
         propagator(&e).try_execute().await.unwrap();
