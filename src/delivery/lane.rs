@@ -238,6 +238,10 @@ mod tests {
             let lowest: Vec<i64> = store.iter().take(lane.buf.len()).copied().collect();
             let buffered: Vec<i64> = lane.buf.iter().map(|d| d.id).collect();
             prop_assert_eq!(&buffered, &lowest, "buffer is not the lane's head");
+            prop_assert!(
+                lane.buf.len() <= LANE_BUFFER,
+                "the buffer outgrew its bound"
+            );
         }
         // Quiet: a rescan, then the lane drains everything.
         if let Some(rows) = load.take() {
@@ -263,6 +267,7 @@ mod tests {
             }
         }
         prop_assert!(store.is_empty(), "stranded: {:?}", store);
+        prop_assert!(!lane.has_work(), "a drained lane keeps asking the store");
         let mut sorted = sent.clone();
         sorted.sort();
         prop_assert_eq!(sent, sorted, "sent out of order");
@@ -316,5 +321,77 @@ mod tests {
             "the rows the load did not read are still owed"
         );
         assert_eq!(lane.load_after(), 0);
+    }
+
+    /// Announces rows `from..=to`, each following the one before.
+    fn announce_run(lane: &mut Lane, from: i64, to: i64) {
+        for id in from..=to {
+            lane.announce(Announced {
+                delivery: owed(id),
+                prev_owed: (id > 1).then_some(id - 1),
+            });
+        }
+    }
+
+    #[test]
+    fn the_buffer_holds_at_most_its_bound_and_the_rest_waits_in_the_store() {
+        let mut lane = Lane::default();
+        announce_run(&mut lane, 1, LANE_BUFFER as i64 + 1);
+        assert_eq!(lane.buf.len(), LANE_BUFFER);
+        lane.buf.clear();
+        assert!(
+            lane.has_work(),
+            "the row past the bound is read from the store"
+        );
+    }
+
+    #[test]
+    fn a_full_load_means_more_may_wait_and_a_short_one_that_none_does() {
+        let mut lane = Lane::default();
+        lane.store_has_up_to(100);
+        lane.loading = true;
+        lane.loaded((1..=LANE_BUFFER as i64).map(owed).collect());
+        lane.buf.clear();
+        assert!(lane.has_work(), "a full load may have left rows behind");
+        lane.loading = true;
+        lane.loaded(vec![owed(LANE_BUFFER as i64 + 1)]);
+        lane.buf.clear();
+        assert!(!lane.has_work(), "a short load read everything");
+    }
+
+    #[test]
+    fn a_rescan_of_what_the_lane_already_took_asks_for_no_read() {
+        let mut lane = Lane::default();
+        announce_run(&mut lane, 1, 5);
+        lane.buf.clear();
+        lane.store_has_up_to(5);
+        assert!(!lane.has_work());
+        lane.store_has_up_to(6);
+        assert!(lane.has_work());
+    }
+
+    #[test]
+    fn a_failed_load_ends_the_load_and_takes_what_was_held() {
+        let mut lane = Lane::default();
+        lane.loading = true;
+        lane.announce(Announced {
+            delivery: owed(1),
+            prev_owed: None,
+        });
+        assert!(lane.buf.is_empty(), "held while the load is out");
+        lane.load_failed();
+        assert!(!lane.loading && !lane.busy());
+        assert!(lane.has_work(), "the failed load's rows are still owed");
+    }
+
+    #[test]
+    fn busy_while_loading_or_attempting() {
+        let mut lane = Lane::default();
+        assert!(!lane.busy());
+        lane.loading = true;
+        assert!(lane.busy());
+        lane.loading = false;
+        lane.attempting = true;
+        assert!(lane.busy());
     }
 }

@@ -85,13 +85,19 @@ mod tests {
     }
 
     #[test]
-    fn jitter_stays_within_twenty_percent() {
+    fn jitter_stays_within_twenty_percent_and_spreads() {
+        let (mut lo, mut hi) = (f64::MAX, f64::MIN);
         for _ in 0..1000 {
             let j = jitter();
+            lo = lo.min(j);
+            hi = hi.max(j);
             assert!((0.8..1.2).contains(&j));
             let d = next_delay(&schedule(), 2, None, j).unwrap();
             assert!(d >= Duration::from_secs(240) && d < Duration::from_secs(360));
         }
+        // 1000 draws from [0.8, 1.2) cover most of it: retries do not move
+        // in lockstep (the chance this fails by luck is below 1e-80).
+        assert!(lo < 0.85 && hi > 1.15, "jitter spread only {lo}..{hi}");
     }
 
     #[test]

@@ -69,4 +69,13 @@ mod tests {
         assert!(parts.iter().all(|p| p.starts_with("v1,")));
         assert_ne!(parts[0], parts[1]);
     }
+
+    #[test]
+    fn raw_keys_are_the_decoded_secrets_in_order() {
+        let keys = [
+            Secret::new(STANDARD.encode(b"first key")),
+            Secret::new(STANDARD.encode(b"second")),
+        ];
+        assert_eq!(raw_keys(&keys), [b"first key".to_vec(), b"second".to_vec()]);
+    }
 }
