@@ -372,8 +372,10 @@ mod tests {
 
     #[test]
     fn a_failed_load_ends_the_load_and_takes_what_was_held() {
-        let mut lane = Lane::default();
-        lane.loading = true;
+        let mut lane = Lane {
+            loading: true,
+            ..Lane::default()
+        };
         lane.announce(Announced {
             delivery: owed(1),
             prev_owed: None,
