@@ -380,3 +380,49 @@ proptest! {
         );
     }
 }
+
+/// The codes are stored in SQLite: they must never change.
+#[test]
+fn entry_state_codes_are_the_stored_ones() {
+    for (s, c) in [
+        (EntryState::Present, 0),
+        (EntryState::AbsentOnce, 1),
+        (EntryState::Expired, 2),
+    ] {
+        assert_eq!(s.code(), c);
+        assert_eq!(EntryState::from_code(c), s);
+    }
+}
+
+#[test]
+fn only_bans_still_running_have_an_end_to_watch() {
+    for state in [EntryState::Present, EntryState::AbsentOnce] {
+        assert_eq!(st("a", 42, state).expires_at(SourceKind::Room), Some(42));
+        assert_eq!(st("a", 42, state).expires_at(SourceKind::Group), Some(42));
+        assert_eq!(st("a", 42, state).expires_at(SourceKind::Blocklist), None);
+    }
+    assert_eq!(
+        st("a", 42, EntryState::Expired).expires_at(SourceKind::Room),
+        None
+    );
+}
+
+#[test]
+fn an_outcome_is_empty_only_with_nothing_to_emit_or_write() {
+    assert!(DiffOutcome::default().is_empty());
+    let change = DiffOutcome {
+        changes: vec![Change::expired("a", NOW)],
+        ..DiffOutcome::default()
+    };
+    let upsert = DiffOutcome {
+        upserts: vec![st("a", 1, EntryState::Present)],
+        ..DiffOutcome::default()
+    };
+    let delete = DiffOutcome {
+        deletes: vec!["a".into()],
+        ..DiffOutcome::default()
+    };
+    for o in [change, upsert, delete] {
+        assert!(!o.is_empty(), "{o:?}");
+    }
+}
