@@ -243,7 +243,13 @@ fn parse_layers(text: &str, env: &Environment) -> Result<RawConfig, ConfigError>
     let env_source = config::Environment::with_prefix("BANSYNC")
         .prefix_separator("_")
         .separator("__")
-        .source(Some(env.vars.iter().cloned().collect()));
+        .source(Some(
+            env.vars
+                .iter()
+                .filter(|(k, _)| configures(k))
+                .cloned()
+                .collect(),
+        ));
     let layered = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(env_source)
@@ -262,6 +268,41 @@ fn parse_layers(text: &str, env: &Environment) -> Result<RawConfig, ConfigError>
         key: e.path().to_string(),
         problem: e.inner().to_string(),
     })
+}
+
+/// A URL as it may be printed: user-info and query (where tokens hide)
+/// replaced by `[redacted]`.
+pub fn redacted_url(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return "[redacted: not a URL]".into();
+    };
+    let mut out = String::new();
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        out = u.to_string().replacen("://", "://[redacted]@", 1);
+    }
+    if out.is_empty() {
+        out = u.to_string();
+    }
+    if let Some(q) = u.query() {
+        out = out.replacen(&format!("?{q}"), "?[redacted]", 1);
+    }
+    out
+}
+
+/// The sections a `BANSYNC_<SECTION>__<KEY>` variable can set.
+const SECTIONS: &[&str] = &["TENCENT", "STORE", "SYNC", "SOURCES", "HTTP", "LOG"];
+
+/// Only `BANSYNC_<SECTION>__<KEY>` configures bansync (CONTRACT.md); any
+/// other variable that starts with `BANSYNC_` (`BANSYNC_BIN`, a script's
+/// own) is ignored, and can never make a command fail.
+fn configures(name: &str) -> bool {
+    name.strip_prefix("BANSYNC_")
+        .and_then(|rest| rest.split_once("__"))
+        .is_some_and(|(section, key)| {
+            SECTIONS.contains(&section.to_ascii_uppercase().as_str()) && !key.is_empty()
+        })
 }
 
 /// TOML syntax errors quote the offending line, which may hold a secret:
@@ -374,7 +415,12 @@ impl Settings {
         let _ = writeln!(
             out,
             "  endpoint: {}",
-            t.base_urls.join(" (backup: ") + if t.base_urls.len() > 1 { ")" } else { "" }
+            t.base_urls
+                .iter()
+                .map(|u| redacted_url(u))
+                .collect::<Vec<_>>()
+                .join(" (backup: ")
+                + if t.base_urls.len() > 1 { ")" } else { "" }
         );
         let _ = writeln!(out, "  secret key: [redacted] ({})", t.secret_origin);
         let _ = writeln!(
@@ -409,7 +455,7 @@ impl Settings {
                 out,
                 "  {} -> {} (events: {}; sources: {}; {} secret(s), [redacted] from {}; timeout {})",
                 w.name,
-                w.url,
+                redacted_url(&w.url),
                 list(&w.events),
                 list(&w.sources),
                 w.keys.len(),

@@ -317,3 +317,54 @@ fn errors_name_their_key() {
     let e = load_str(&format!("{GOOD}\n[sync]\nbogus = 1\n")).unwrap_err();
     assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
 }
+
+#[test]
+fn only_bansync_section_key_variables_configure() {
+    for name in [
+        "BANSYNC_BIN",
+        "BANSYNC_SIM_SECRET_KEY",
+        "BANSYNC_",
+        "BANSYNC_FOO__BAR",
+        "BANSYNC_SYNC__",
+    ] {
+        let env = Environment {
+            vars: vec![(name.into(), "123".into())],
+            ..Environment::default()
+        };
+        assert!(load_text(GOOD, &env).is_ok(), "{name} must be ignored");
+    }
+    let env = Environment {
+        vars: vec![("BANSYNC_SYNC__PAGE_SIZE".into(), "7".into())],
+        ..Environment::default()
+    };
+    assert_eq!(load_text(GOOD, &env).unwrap().sync.page_size, 7);
+    let env = Environment {
+        vars: vec![("BANSYNC_SYNC__BOGUS".into(), "7".into())],
+        ..Environment::default()
+    };
+    assert!(
+        load_text(GOOD, &env).is_err(),
+        "a wrong key in a real section is named"
+    );
+}
+
+#[test]
+fn check_config_never_prints_url_credentials_or_queries() {
+    let text = GOOD.replace(
+        "https://hooks.example.com/bansync",
+        "https://user:hunter2@hooks.example.com/bansync?token=s3cr3t",
+    );
+    let out = load_str(&text).unwrap().describe();
+    assert!(
+        !out.contains("hunter2") && !out.contains("s3cr3t") && !out.contains("user:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("https://[redacted]@hooks.example.com/bansync?[redacted]"),
+        "{out}"
+    );
+    assert_eq!(
+        redacted_url("https://hooks.example.com/b"),
+        "https://hooks.example.com/b"
+    );
+}

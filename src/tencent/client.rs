@@ -120,6 +120,10 @@ impl TencentClient {
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(256)
             .user_agent(concat!("bansync/", env!("CARGO_PKG_VERSION")))
+            // The request URL carries the UserSig: never re-send it to
+            // another address, nor name it in a Referer. A 3xx is an error.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .build()
             .expect("TLS backend initialises");
         // One grid for all APIs: at equal rates their slots coincide, so one
@@ -329,20 +333,77 @@ impl TencentClient {
             .body(payload.to_vec())
             .send()
             .await
-            // without_url: the URL carries the UserSig and must not be logged.
-            .map_err(|e| fail(ApiErrorKind::Transport(e.without_url().to_string())))?;
+            .map_err(|e| fail(ApiErrorKind::Transport(transport_error(e))))?;
         let status = response.status();
         if status != reqwest::StatusCode::OK {
             return Err(fail(ApiErrorKind::Http(status.as_u16())));
         }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| fail(ApiErrorKind::Transport(e.without_url().to_string())))?;
+        let bytes = read_capped(response, MAX_BODY_BYTES).await.map_err(fail)?;
         let parsed: T = serde_json::from_slice(&bytes)
             .map_err(|e| fail(ApiErrorKind::Malformed(e.to_string())))?;
         check_envelope(api, parsed)
     }
+}
+
+/// The largest vendor answer read: a page of 1000 blocklist entries is
+/// about 100 KiB; anything far larger is not a page, and up to 64 walks
+/// read at once.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// The longest `ErrorInfo` kept (it reaches logs, `status` and webhooks).
+pub const MAX_ERROR_INFO_CHARS: usize = 200;
+
+/// Reads a body chunk by chunk, giving up past `cap` bytes (whatever
+/// `Content-Length` claims).
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, ApiErrorKind> {
+    let too_big = || ApiErrorKind::Malformed(format!("body larger than {} KiB", cap >> 10));
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_big());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| ApiErrorKind::Transport(transport_error(e)))?
+    {
+        if out.len() + chunk.len() > cap {
+            return Err(too_big());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// A transport error with its causes ("error sending request: connection
+/// refused", "...: invalid peer certificate: UnknownIssuer"), without the
+/// URL, which carries the UserSig and must not be logged.
+fn transport_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// `ErrorInfo` as it may be shown: control characters replaced, cut to
+/// [`MAX_ERROR_INFO_CHARS`].
+fn clean_info(info: &str) -> String {
+    let mut out: String = info
+        .chars()
+        .take(MAX_ERROR_INFO_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if info.chars().count() > MAX_ERROR_INFO_CHARS {
+        out.push('…');
+    }
+    out
 }
 
 /// A body is a success only if it says so consistently.
@@ -363,7 +424,7 @@ pub fn check_envelope<T: VendorResponse>(api: Api, parsed: T) -> Result<T, ApiEr
         ))),
         (Some(code), _) => err(ApiErrorKind::Vendor {
             code,
-            info: env.error_info.unwrap_or_default().to_string(),
+            info: clean_info(env.error_info.unwrap_or_default()),
         }),
         (None, _) => err(ApiErrorKind::Malformed(
             "neither ErrorCode nor ActionStatus OK".into(),

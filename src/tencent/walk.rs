@@ -151,6 +151,40 @@ fn malformed(api: Api, what: &str) -> WalkError {
     })
 }
 
+/// The vendor's account ids are at most this long (bytes).
+pub const MAX_ACCOUNT_BYTES: usize = 32;
+
+/// The largest time the vendor sends: a ban "for ever" ends at 2^32 - 1.
+pub const MAX_VENDOR_TIME: i64 = u32::MAX as i64;
+
+/// One page's entries, checked: an account id that is empty, too long or
+/// holds control characters, or a time outside the vendor's range, makes
+/// the page (and so the walk) malformed. Nothing of it reaches the store,
+/// the logs or a webhook.
+fn checked(api: Api, items: impl Iterator<Item = (String, i64)>) -> Result<Vec<Entry>, WalkError> {
+    items
+        .map(|(account, value)| {
+            if account.is_empty()
+                || account.len() > MAX_ACCOUNT_BYTES
+                || account.chars().any(char::is_control)
+            {
+                let shown: String = account.chars().take(40).flat_map(char::escape_debug).collect();
+                return Err(malformed(
+                    api,
+                    &format!(
+                        "account id `{shown}` ({} bytes) is not a vendor account id (1 to {MAX_ACCOUNT_BYTES} bytes, no control characters)",
+                        account.len()
+                    ),
+                ));
+            }
+            if !(0..=MAX_VENDOR_TIME).contains(&value) {
+                return Err(malformed(api, &format!("time {value} is out of range")));
+            }
+            Ok(Entry::new(account, value))
+        })
+        .collect()
+}
+
 /// Collapses accounts seen twice (entries inserted mid-walk shift later
 /// ones onto the next page); the later sighting is the fresher one.
 fn dedupe(entries: Vec<Entry>) -> Vec<Entry> {
@@ -259,10 +293,10 @@ async fn walk_once(
                     .ok_or_else(|| malformed(Api::GroupBanList, "NextOffset missing"))?;
                 let items = r.banned.unwrap_or_default();
                 Ok(Page {
-                    items: items
-                        .into_iter()
-                        .map(|b| Entry::new(b.account, b.banned_until))
-                        .collect(),
+                    items: checked(
+                        Api::GroupBanList,
+                        items.into_iter().map(|b| (b.account, b.banned_until)),
+                    )?,
                     next,
                 })
             };
@@ -286,10 +320,10 @@ async fn walk_once(
                 let next = next.ok_or_else(|| malformed(Api::RoomBanList, "NextOffset missing"))?;
                 let items = items.unwrap_or_default();
                 Ok(Page {
-                    items: items
-                        .into_iter()
-                        .map(|b| Entry::new(b.account, b.banned_until))
-                        .collect(),
+                    items: checked(
+                        Api::RoomBanList,
+                        items.into_iter().map(|b| (b.account, b.banned_until)),
+                    )?,
                     next,
                 })
             };
@@ -312,10 +346,10 @@ async fn walk_once(
                     .ok_or_else(|| malformed(Api::BlockList, "StartIndex missing"))?;
                 let items = r.items.unwrap_or_default();
                 Ok(Page {
-                    items: items
-                        .into_iter()
-                        .map(|b| Entry::new(b.account, b.added_at))
-                        .collect(),
+                    items: checked(
+                        Api::BlockList,
+                        items.into_iter().map(|b| (b.account, b.added_at)),
+                    )?,
                     next,
                 })
             };

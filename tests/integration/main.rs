@@ -7,6 +7,7 @@ mod common;
 
 mod architecture;
 mod delivery;
+mod hostile;
 mod interop;
 mod process;
 mod propagation;

@@ -1,0 +1,222 @@
+//! A hostile or broken vendor (or whatever answers at `base_url`): nothing
+//! leaks, nothing is emitted from a bad walk, memory stays bounded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+use bansync::metrics::Metrics;
+use bansync::sim::ListKind;
+use bansync::source::SourceSpec;
+use bansync::tencent::{ApiErrorKind, TencentClient, WalkError, walk};
+
+/// A server that reads each request and answers with `answer`'s bytes
+/// (written in chunks, for bodies larger than memory should hold).
+/// Returns its address and how many connections it accepted.
+async fn raw_server(
+    answer: impl Fn() -> Box<dyn Iterator<Item = Vec<u8>> + Send> + Send + Sync + 'static,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let (answer, n) = (Arc::new(answer), count.clone());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            n.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = sock.read(&mut buf).await;
+                for chunk in answer() {
+                    if sock.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+fn once(bytes: String) -> Box<dyn Iterator<Item = Vec<u8>> + Send> {
+    Box::new(std::iter::once(bytes.into_bytes()))
+}
+
+async fn client_at(addr: SocketAddr, timeout: &str) -> (TencentClient, tempfile::TempDir) {
+    let sim = Sim::start(1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &sim, "[sources]\nrooms = [\"r\"]", "");
+    let mut settings = load(&path).tencent;
+    settings.base_urls = vec![format!("http://{addr}")];
+    settings.timeout = bansync::duration::parse(timeout).unwrap();
+    (
+        TencentClient::with_retry(settings, Arc::new(Metrics::new()), fast_retry()),
+        dir,
+    )
+}
+
+async fn walk_room(c: &TencentClient) -> Result<Vec<bansync::source::Entry>, WalkError> {
+    let spec: SourceSpec = "room:r".parse().unwrap();
+    walk::walk(c, &spec, 100, 1000, &mut |_| {}).await
+}
+
+fn kind(e: WalkError) -> ApiErrorKind {
+    match e {
+        WalkError::Api(e) | WalkError::Gone { error: e, .. } => e.kind,
+        other => panic!("not an API error: {other:?}"),
+    }
+}
+
+/// A 307 to another address: the request (its URL carries the UserSig) is
+/// not sent there, and no Referer names it. The walk fails.
+#[tokio::test]
+async fn a_redirect_is_an_error_and_the_usersig_goes_nowhere() {
+    let (elsewhere, reached) =
+        raw_server(|| once("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".into())).await;
+    let (vendor, _) = raw_server(move || {
+        once(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{elsewhere}/steal\r\ncontent-length: 0\r\n\r\n"
+        ))
+    })
+    .await;
+    let (c, _d) = client_at(vendor, "2s").await;
+    let e = walk_room(&c).await.unwrap_err();
+    assert!(matches!(kind(e), ApiErrorKind::Http(307)));
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+}
+
+/// The resident set of this process (KiB).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An endless body (no length, 400 MiB streamed) and a body that claims
+/// to be huge: each read stops at the cap; memory stays bounded.
+#[tokio::test]
+async fn a_huge_or_endless_body_is_refused_with_bounded_memory() {
+    let (endless, _) = raw_server(|| {
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"x\":\"".to_vec();
+        Box::new(std::iter::once(head).chain((0..400).map(|_| vec![b'a'; 1 << 20])))
+    })
+    .await;
+    let (claims, _) =
+        raw_server(|| once("HTTP/1.1 200 OK\r\ncontent-length: 400000000\r\n\r\n{".into())).await;
+    let before = rss_kib();
+    for addr in [endless, claims] {
+        let (c, _d) = client_at(addr, "20s").await;
+        let e = walk_room(&c).await.unwrap_err();
+        match kind(e) {
+            ApiErrorKind::Malformed(m) => assert!(m.contains("body larger than"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    println!("hostile bodies: resident set grew {grown_mib} MiB");
+    assert!(grown_mib < 100, "resident set grew {grown_mib} MiB");
+}
+
+/// A vendor that accepts and never answers: the walk fails at the timeout.
+#[tokio::test]
+async fn a_vendor_that_never_answers_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock); // read nothing, answer nothing
+        }
+    });
+    let (c, _d) = client_at(silent, "1s").await;
+    let started = std::time::Instant::now();
+    assert!(walk_room(&c).await.is_err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+/// A long `ErrorInfo` with control characters is cut and cleaned before it
+/// reaches logs, `status` or a webhook.
+#[tokio::test]
+async fn error_info_is_cut_and_cleaned() {
+    let (vendor, _) = raw_server(|| {
+        let info = format!("line one\nline two\u{1b}[31m{}", "x".repeat(5000));
+        let body =
+            serde_json::json!({"ActionStatus": "FAIL", "ErrorCode": 10004, "ErrorInfo": info})
+                .to_string();
+        once(format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    })
+    .await;
+    let (c, _d) = client_at(vendor, "2s").await;
+    match kind(walk_room(&c).await.unwrap_err()) {
+        ApiErrorKind::Vendor { code, info } => {
+            assert_eq!(code, 10004);
+            assert!(
+                info.chars().count() <= 201,
+                "{} chars",
+                info.chars().count()
+            );
+            assert!(!info.chars().any(char::is_control), "{info:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Account ids the vendor cannot have, and times outside its range, make
+/// the walk malformed: nothing of it is stored or emitted, and the other
+/// sources are walked as usual.
+#[tokio::test]
+async fn absurd_ids_and_times_fail_the_walk_and_nothing_else() {
+    let sim = Sim::start(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &sim, "[sources]\nrooms = [\"r\", \"ok\"]", "");
+    let e = Engine::open(load(&path));
+    let t = now() + 3600;
+    sim.set(ListKind::Room, "r", &[("a", t)]);
+    sim.set(ListKind::Room, "ok", &[]);
+    e.walk("room:r").await;
+    e.walk("room:ok").await;
+    let long = "u".repeat(33);
+    for bad in [
+        vec![("a", t), (long.as_str(), t)],
+        vec![("a", t), ("evil\nline", t)],
+        vec![("a", t), ("", t)],
+        vec![("a", t), ("b", -5)],
+        vec![("a", t), ("b", 1i64 << 40)],
+        vec![("b", t)],
+    ] {
+        let last = bad.len() == 1;
+        if last {
+            // A good walk at last: a is gone, b is new.
+            sim.set(ListKind::Room, "r", &bad);
+            e.walk("room:r").await;
+            e.walk("room:r").await;
+            break;
+        }
+        sim.set(ListKind::Room, "r", &bad);
+        e.walk("room:r").await;
+        e.walk("room:r").await;
+        assert!(e.events("room:r").is_empty(), "{bad:?}");
+    }
+    assert_eq!(
+        e.events("room:r"),
+        [ev("ban.added", "b"), ev("ban.lifted", "a")]
+    );
+    sim.upsert(ListKind::Room, "ok", "fine", t);
+    e.walk("room:ok").await;
+    assert_eq!(e.events("room:ok"), [ev("ban.added", "fine")]);
+}
