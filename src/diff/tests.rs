@@ -460,3 +460,41 @@ fn the_entry_hash_avalanches() {
     let mean = flips as f64 / total as f64;
     assert!((30.0..34.0).contains(&mean), "mean bits changed {mean}");
 }
+
+/// An ended ban listed again with another end that has also passed: no
+/// event, but the store takes the vendor's end (else every later walk
+/// would differ from the store's fingerprint and be diffed in full).
+#[test]
+fn an_ended_ban_listed_with_another_past_end_is_stored_silently() {
+    let stored = [st("a", NOW - 100, EntryState::Expired)];
+    let w = [Entry::new("a", NOW - 50)];
+    let o = diff(
+        SourceKind::Room,
+        &stored,
+        &w,
+        NOW_MS,
+        false,
+        Initial::Baseline,
+    );
+    assert!(o.changes.is_empty());
+    assert_eq!(o.upserts, [st("a", NOW - 50, EntryState::Expired)]);
+    let same = [Entry::new("a", NOW - 100)];
+    let o = diff(
+        SourceKind::Room,
+        &stored,
+        &same,
+        NOW_MS,
+        false,
+        Initial::Baseline,
+    );
+    assert!(o.is_empty(), "{o:?}");
+}
+
+/// The fingerprint counts its entries (the last 8 bytes), beside the two
+/// hash aggregates.
+#[test]
+fn the_digest_counts_its_entries() {
+    assert_eq!(digest(&[])[16..], 0u64.to_le_bytes());
+    let three = [Entry::new("a", 1), Entry::new("b", 2), Entry::new("c", 3)];
+    assert_eq!(digest(&three)[16..], 3u64.to_le_bytes());
+}
