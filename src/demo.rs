@@ -85,11 +85,21 @@ pub fn main(duration: Duration) -> ExitCode {
 }
 
 async fn run(duration: Duration) -> ExitCode {
-    let dir = std::env::temp_dir().join(format!("bansync-demo-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        eprintln!("bansync demo: cannot create {}: {e}", dir.display());
-        return ExitCode::from(1);
-    }
+    // A private directory (mode 0700, a random name, created new: never an
+    // existing path or a symlink someone planted), kept after the run so
+    // that `status` can read its store.
+    let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700);
+    let dir = match tempfile::Builder::new()
+        .prefix("bansync-demo-")
+        .permissions(private)
+        .tempdir()
+    {
+        Ok(d) => d.keep(),
+        Err(e) => {
+            eprintln!("bansync demo: cannot create a temporary directory: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let state = sim::new_state(sim::DEMO_SDKAPPID, sim::DEMO_IDENTIFIER, sim::DEMO_KEY, 200);
     let sim_addr = sim::spawn(state)
         .await

@@ -584,3 +584,38 @@ async fn no_secret_ever_reaches_the_log_even_at_debug() {
     }
     assert!(rx.received().len() >= 2);
 }
+
+/// `bansync demo` (the README's first command, shortened) runs end to end
+/// and keeps its store in a private directory of its own: mode 0700, a
+/// fresh random name under `$TMPDIR`.
+#[test]
+fn the_demo_runs_in_a_private_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--duration", "6s"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = stdout
+        .split("(the store is kept in ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .expect("the demo says where its store is");
+    let kept = Path::new(kept);
+    assert!(kept.starts_with(tmp.path()), "{}", kept.display());
+    let name = kept.file_name().unwrap().to_string_lossy();
+    assert!(
+        name.starts_with("bansync-demo-") && name.len() > "bansync-demo-".len() + 4,
+        "{name}"
+    );
+    let mode = std::fs::metadata(kept).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+    assert!(kept.join("bansync.db").exists());
+}
