@@ -41,7 +41,8 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let path = s.store_path.clone();
     // Gauges come from a read-only connection of their own, off the runtime.
     let gauges = tokio::task::spawn_blocking(move || {
-        crate::store::Direct::open(&path)?.gauges(&names, crate::clock::Clock::system().now_ms())
+        crate::store::Direct::open_read_only(&path)?
+            .gauges(&names, crate::clock::Clock::system().now_ms())
     })
     .await;
     let gauges = match gauges {

@@ -20,7 +20,7 @@ fn open(settings: &Settings) -> Result<Direct, CliError> {
             settings.store_path.display()
         )));
     }
-    super::open_store(settings)
+    Direct::open_read_only(&settings.store_path).map_err(CliError::failed)
 }
 
 fn or_dash(s: &Option<String>) -> &str {

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use super::queries::{
     self, DeadDelivery, EventFilter, EventRow, MirrorRow, SourceStatus, WebhookStatus,
 };
-use super::{Result, connect, migrate, ops};
+use super::{Result, StoreError, connect, migrate, ops};
 use crate::config::WebhookSettings;
 use crate::metrics::Gauges;
 
@@ -24,6 +24,34 @@ impl Direct {
     pub fn open(path: &Path) -> Result<Direct> {
         let conn = connect(path)?;
         migrate(&conn)?;
+        Ok(Direct { conn })
+    }
+
+    /// Opens the store at `path` to read only: never created, never
+    /// migrated (a newer `bansync status` must not migrate the store of a
+    /// running older daemon), and usable with read access alone. A store
+    /// at another schema version is refused with a message saying what to
+    /// do.
+    pub fn open_read_only(path: &Path) -> Result<Direct> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Sql(format!("cannot open `{}` to read: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = super::schema_version();
+        if version > known {
+            return Err(StoreError::Invalid(format!(
+                "the store is at schema version {version}, newer than this bansync reads ({known}): use the bansync that runs the daemon"
+            )));
+        }
+        if version < known {
+            return Err(StoreError::Invalid(format!(
+                "the store is at schema version {version}, older than this bansync reads ({known}): start this version's daemon (or `bansync sync`) once to migrate it"
+            )));
+        }
         Ok(Direct { conn })
     }
 

@@ -138,6 +138,11 @@ fn connect(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// The schema version this bansync writes and reads.
+fn schema_version() -> i64 {
+    schema::MIGRATIONS.len() as i64
+}
+
 /// Applies every migration the file has not seen yet.
 fn migrate(conn: &Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

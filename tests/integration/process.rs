@@ -619,3 +619,39 @@ fn the_demo_runs_in_a_private_directory() {
     assert_eq!(mode, 0o700, "{mode:o}");
     assert!(kept.join("bansync.db").exists());
 }
+
+/// Reading commands open the store read-only: a store at another schema
+/// version is refused with a clear message and left exactly as it was (a
+/// newer `bansync status` must not migrate a running older daemon's store).
+#[tokio::test]
+async fn reading_commands_never_migrate_the_store() {
+    let sim = Sim::start(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &sim, "[sources]\nrooms = [\"r\"]", "");
+    let settings = load(&config);
+    drop(bansync::store::Direct::open(&settings.store_path).unwrap());
+    let set_version = |v: i64| {
+        let c = rusqlite::Connection::open(&settings.store_path).unwrap();
+        c.pragma_update(None, "user_version", v).unwrap();
+    };
+    let version = || -> i64 {
+        let c = rusqlite::Connection::open(&settings.store_path).unwrap();
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let current = version();
+    let out = bansync(&["--config", config.to_str().unwrap(), "status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (v, says) in [(current + 5, "newer"), (current - 1, "older")] {
+        set_version(v);
+        let out = bansync(&["--config", config.to_str().unwrap(), "status"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert_eq!(version(), v, "the store was changed");
+    }
+}
