@@ -15,6 +15,7 @@ use crate::propagate::Propagator;
 use crate::store::{EmitConfig, Store, StoreError};
 use crate::sync::Syncer;
 use crate::sync::expiry::ExpiryTimer;
+use crate::sync::retention::Retention;
 use crate::sync::scheduler::{Plan, Scheduler};
 use crate::tencent::{RetryPolicy, SharedClient, TencentClient};
 
@@ -152,6 +153,14 @@ pub async fn run(
     };
     tasks.spawn(expiry.run(expiry_rx, stop.clone()));
 
+    let (retention_tx, keep) = watch::channel(settings.retention);
+    let retention = Retention {
+        store: store.clone(),
+        clock: clock.clone(),
+        keep,
+    };
+    tasks.spawn(retention.run(stop.clone()));
+
     let shared_client = SharedClient::new(client.clone());
     let propagator = Propagator {
         store: store.clone(),
@@ -185,6 +194,7 @@ pub async fn run(
             _ = async { let _ = stop_wait.wait_for(|s| *s).await; } => break,
             Some(next) = reload.recv() => {
                 apply_reload(&current, &next, &shared_client, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone(), &clock).await;
+                let _ = retention_tx.send(next.retention);
                 current = next;
             }
         }

@@ -11,6 +11,8 @@ pub const REQUESTS_PER_SECOND: u32 = 200;
 pub const TENCENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `store.path`, under `$STATE_DIRECTORY` when systemd sets it.
 pub const STORE_PATH: &str = "bansync.db";
+/// `store.retention`: delivered events older than this are deleted.
+pub const RETENTION: Duration = Duration::from_secs(90 * 86400);
 /// `sync.interval`.
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(300);
 /// `sync.page_size`: the vendor's maximum for ban lists.

@@ -174,6 +174,8 @@ pub struct Settings {
     pub path: PathBuf,
     pub tencent: TencentSettings,
     pub store_path: PathBuf,
+    /// Delivered events older than this are deleted; `None`: kept for ever.
+    pub retention: Option<Duration>,
     pub sync: SyncSettings,
     pub sources: Vec<SourceSpec>,
     pub webhooks: Vec<WebhookSettings>,
@@ -382,6 +384,7 @@ fn nonzero_duration(
 /// later sections check against earlier ones.
 fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, ConfigError> {
     let tencent = tencent::validate(raw.tencent, env)?;
+    let retention = sync::retention(&raw.store)?;
     let store_path = sync::store_path(raw.store, env)?;
     let sync = sync::validate(raw.sync)?;
     let sources = sources::validate(raw.sources, &tencent)?;
@@ -393,6 +396,7 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
         path: path.to_path_buf(),
         tencent,
         store_path,
+        retention,
         sync,
         sources,
         webhooks,
@@ -430,7 +434,14 @@ impl Settings {
             duration::format(t.timeout),
             duration::format(t.usersig_ttl)
         );
-        let _ = writeln!(out, "store: {}", self.store_path.display());
+        let _ = writeln!(
+            out,
+            "store: {} (delivered events kept {})",
+            self.store_path.display(),
+            self.retention
+                .map(duration::format)
+                .unwrap_or_else(|| "for ever".into())
+        );
         let schedule = match &self.sync.schedule {
             Schedule::Interval(d) => format!("every {}", duration::format(*d)),
             Schedule::Cron(c) => format!("cron `{c}`"),

@@ -10,6 +10,20 @@ use super::{
 };
 use crate::diff::Initial;
 
+/// `store.retention`: `None` keeps everything (`"0"`).
+pub(super) fn retention(raw: &RawStore) -> Result<Option<Duration>, ConfigError> {
+    match raw.retention.as_deref().map(str::trim) {
+        Some("0") => Ok(None),
+        other => {
+            let d = nonzero_duration("store.retention", other, defaults::RETENTION)?;
+            if d < Duration::from_secs(3600) {
+                return err("store.retention: must be at least 1h, or \"0\" to keep everything");
+            }
+            Ok(Some(d))
+        }
+    }
+}
+
 pub(super) fn store_path(raw: RawStore, env: &Environment) -> Result<PathBuf, ConfigError> {
     let store_path = {
         let p = PathBuf::from(raw.path.as_deref().unwrap_or(defaults::STORE_PATH));

@@ -287,6 +287,7 @@ to = ["room:live-2"]
     );
     assert_eq!(f.timeout, m.timeout, "tencent.timeout");
     assert_eq!(full.store_path, minimal.store_path, "store.path");
+    assert_eq!(full.retention, minimal.retention, "store.retention");
     let (f, m) = (&full.sync, &minimal.sync);
     assert_eq!(f.schedule, m.schedule, "sync.interval");
     assert_eq!(f.page_size, m.page_size, "sync.page_size");

@@ -216,6 +216,20 @@ impl Store {
         .await
     }
 
+    /// Deletes up to `limit` events committed before `cutoff_ms` that no
+    /// delivery, queued mirror job or mirror still needs (one short job:
+    /// retention never holds the writer long). Returns how many.
+    pub async fn delete_old_events(&self, cutoff_ms: i64, limit: usize) -> Result<usize> {
+        self.write(move |ctx| ops::delete_old_events(ctx.conn, cutoff_ms, limit))
+            .await
+    }
+
+    /// Gives free pages back to the file system, a few at a time.
+    pub async fn reclaim_space(&self, pages: u32) -> Result<()> {
+        self.write(move |ctx| ops::reclaim_space(ctx.conn, pages))
+            .await
+    }
+
     /// Test hook: the disk is full from now on (`true`), or not.
     #[doc(hidden)]
     pub async fn fill_disk(&self, full: bool) -> Result<()> {

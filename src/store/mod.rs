@@ -133,7 +133,9 @@ fn connect(path: &Path) -> Result<Connection> {
     // synchronous=NORMAL: a commit survives a process crash; a power cut
     // may lose the last commits but never corrupts the file.
     conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        // auto_vacuum takes effect only on a store with no tables yet: new
+        // stores give the space retention frees back to the file system.
+        "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
     )?;
     Ok(conn)
 }

@@ -650,3 +650,39 @@ pub fn touch_sources(conn: &rusqlite::Connection, walks: &[(SourceSpec, i64)]) -
     }
     Ok(())
 }
+
+/// Deletes up to `limit` events committed before `cutoff_ms` that nothing
+/// still needs: no delivery owed or dead (an operator may retry it), no
+/// queued mirror job, no mirror record naming it. Finished mirror jobs of
+/// those events go with them. Returns how many events were deleted.
+pub fn delete_old_events(
+    conn: &rusqlite::Connection,
+    cutoff_ms: i64,
+    limit: usize,
+) -> Result<usize> {
+    let ids: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT e.id FROM events e
+             WHERE e.committed_ms < ?1
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event = e.id)
+               AND NOT EXISTS (SELECT 1 FROM propagations p WHERE p.origin_event = e.id AND p.state = 0)
+               AND NOT EXISTS (SELECT 1 FROM mirrors m WHERE m.origin_event = e.id)
+             ORDER BY e.id LIMIT ?2",
+        )?
+        .query_map(params![cutoff_ms, limit as i64], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in &ids {
+        conn.prepare_cached("DELETE FROM propagations WHERE origin_event = ?1 AND state != 0")?
+            .execute([id])?;
+        conn.prepare_cached("DELETE FROM events WHERE id = ?1")?
+            .execute([id])?;
+    }
+    Ok(ids.len())
+}
+
+/// Gives up to `pages` free pages back to the file system (a no-op on a
+/// store created before incremental auto-vacuum).
+pub fn reclaim_space(conn: &rusqlite::Connection, pages: u32) -> Result<()> {
+    conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    Ok(())
+}

@@ -152,4 +152,10 @@ pub const MIGRATIONS: &[&str] = &[
     -- Lifts queued by the old design are decided afresh (after a read of the target).
     UPDATE propagations SET action = 'lift' WHERE state = 0 AND action IN ('unban', 'restore');
     "#,
+    // 4: retention looks up what still refers to an event.
+    r#"
+    CREATE INDEX deliveries_event ON deliveries(event);
+    CREATE INDEX propagations_origin_event ON propagations(origin_event);
+    CREATE INDEX mirrors_origin_event ON mirrors(origin_event);
+    "#,
 ];

@@ -2,6 +2,7 @@
 //! loops that do so on a schedule and fire `ban.expired` on time.
 
 pub mod expiry;
+pub mod retention;
 pub mod scheduler;
 
 use std::collections::HashMap;

@@ -319,6 +319,15 @@ impl Engine {
         }
     }
 
+    /// The retention pass, keeping events `keep` (as `store.retention`).
+    pub fn retention(&self, keep: Option<Duration>) -> bansync::sync::retention::Retention {
+        bansync::sync::retention::Retention {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            keep: tokio::sync::watch::channel(keep).1,
+        }
+    }
+
     pub fn dispatcher(&self) -> Dispatcher {
         Dispatcher::new(
             self.store.clone(),

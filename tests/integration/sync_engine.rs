@@ -410,3 +410,51 @@ async fn a_list_that_never_stops_shifting_never_causes_a_lift() {
         e.events("room:r")
     );
 }
+
+/// `store.retention`: events older than the limit that nothing needs any
+/// more are deleted; one still owed to a webhook is kept; `seq` goes on.
+#[tokio::test]
+async fn retention_deletes_old_delivered_events_and_keeps_owed_ones() {
+    let sim = Sim::start(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A webhook that takes only room:a's events and is never reachable:
+    // room:a's deliveries stay owed; room:b's events owe nothing.
+    let hook = webhook_toml("h", "http://127.0.0.1:9/never", "sources = [\"room:a\"]");
+    let path = write_config(dir.path(), &sim, "[sources]\nrooms = [\"a\", \"b\"]", &hook);
+    let e = Engine::open(load(&path));
+    sim.set(ListKind::Room, "a", &[]);
+    sim.set(ListKind::Room, "b", &[]);
+    e.walk("room:a").await;
+    e.walk("room:b").await;
+    let t = now() + 365 * 86400;
+    sim.upsert(ListKind::Room, "a", "x", t);
+    sim.upsert(ListKind::Room, "b", "y", t);
+    e.walk("room:a").await;
+    e.walk("room:b").await;
+    assert_eq!(e.events("room:b"), [ev("ban.added", "y")]);
+    // Not old enough yet.
+    let keep = Some(Duration::from_secs(90 * 86400));
+    assert_eq!(e.retention(keep).try_execute().await.unwrap(), 0);
+    // Ninety-one days later.
+    e.clock.step(91 * 86400 * 1000);
+    assert_eq!(
+        e.retention(None).try_execute().await.unwrap(),
+        0,
+        "\"0\" keeps all"
+    );
+    assert_eq!(e.retention(keep).try_execute().await.unwrap(), 1);
+    assert!(e.events("room:b").is_empty());
+    assert_eq!(
+        e.events("room:a"),
+        [ev("ban.added", "x")],
+        "still owed: kept"
+    );
+    // The source's numbering goes on from where it was.
+    sim.upsert(ListKind::Room, "b", "z", t);
+    e.walk("room:b").await;
+    let seqs: Vec<i64> = events_of(&e.settings.store_path, "room:b")
+        .iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(seqs, [2]);
+}
