@@ -150,12 +150,28 @@ pub fn sim(config: &Option<PathBuf>, args: SimArgs) -> CliResult {
         .identifier
         .or(t.map(|t| t.identifier.clone()))
         .unwrap_or_else(|| crate::sim::DEMO_IDENTIFIER.into());
+    let from_file = match &args.secret_key_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| CliError::Usage(format!("--secret-key-file {}: {e}", p.display())))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
     let key = args
         .secret_key
+        .or(from_file)
         .or(t.map(|t| t.secret_key.expose().to_string()))
         .unwrap_or_else(|| crate::sim::DEMO_KEY.into());
     if args.rate_limit == 0 {
         return Err(CliError::Usage("--rate-limit: must be at least 1".into()));
+    }
+    if !args.listen.ip().is_loopback() && !args.allow_remote {
+        return Err(CliError::Usage(format!(
+            "--listen {}: not a loopback address; the simulator's control API can change every list: add --allow-remote if you mean it",
+            args.listen
+        )));
     }
     crate::logging::init(config::LogFormat::Text, "info");
     runtime().block_on(async move {

@@ -148,9 +148,23 @@ pub struct SimArgs {
     pub sdkappid: Option<u64>,
     #[arg(long)]
     pub identifier: Option<String>,
-    /// The key sigs are checked with [default: the configuration's, else the demo key]
-    #[arg(long, env = "BANSYNC_SIM_SECRET_KEY", hide_env_values = true)]
+    /// The key sigs are checked with [default: the configuration's, else
+    /// the demo key]. From the environment, not the command line, so that
+    /// `ps` does not show it.
+    #[arg(
+        long = "secret-key-env",
+        hide = true,
+        env = "BANSYNC_SIM_SECRET_KEY",
+        hide_env_values = true
+    )]
     pub secret_key: Option<String>,
+    /// A file holding the key sigs are checked with.
+    #[arg(long, value_name = "PATH", conflicts_with = "secret_key")]
+    pub secret_key_file: Option<std::path::PathBuf>,
+    /// Listen on a non-loopback address (the control API can change every
+    /// list, and sigs are checked with a known key).
+    #[arg(long)]
+    pub allow_remote: bool,
     /// Calls per second per API before 60007.
     #[arg(long, default_value_t = 200)]
     pub rate_limit: u32,

@@ -665,10 +665,25 @@ struct SeedSpec {
     value: Option<i64>,
 }
 
+/// The most entries and lists one `/sim/seed` request may create (the
+/// benchmark's largest estate is 1,000,000 entries in 10,000 lists).
+pub const MAX_SEED_ENTRIES: usize = 20_000_000;
+pub const MAX_SEED_LISTS: usize = 1_000_000;
+
 async fn ctl_seed(
     State(st): State<Shared>,
     axum::Json(specs): axum::Json<Vec<SeedSpec>>,
 ) -> Response {
+    let total: usize = specs
+        .iter()
+        .map(|s| s.count.saturating_mul(s.entries))
+        .fold(0, usize::saturating_add);
+    let lists_asked: usize = specs.iter().map(|s| s.count).fold(0, usize::saturating_add);
+    if total > MAX_SEED_ENTRIES || lists_asked > MAX_SEED_LISTS {
+        return bad(&format!(
+            "seed asks for {lists_asked} lists and {total} entries: at most {MAX_SEED_LISTS} lists and {MAX_SEED_ENTRIES} entries a request"
+        ));
+    }
     let mut s = st.lock().unwrap();
     let now = s.clock.now_s();
     let mut lists = 0;

@@ -655,3 +655,18 @@ async fn reading_commands_never_migrate_the_store() {
         assert_eq!(version(), v, "the store was changed");
     }
 }
+
+/// The simulator listens on loopback unless told otherwise, and takes its
+/// key from a file or the environment (never the command line).
+#[test]
+fn the_simulator_refuses_a_public_address_without_allow_remote() {
+    let out = bansync(&["sim", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-remote"));
+    let out = bansync(&["sim", "--secret-key", "visible-in-ps"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "the key is not taken from the command line"
+    );
+}

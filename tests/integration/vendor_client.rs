@@ -277,3 +277,19 @@ async fn a_wrong_key_is_refused_with_the_vendors_code() {
         "{e}"
     );
 }
+
+/// One `/sim/seed` request cannot ask the simulator for unbounded memory.
+#[tokio::test]
+async fn the_simulator_caps_what_one_seed_creates() {
+    let sim = Sim::start(100_000).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/sim/seed", sim.base_url()))
+        .json(&serde_json::json!([{"kind": "room", "prefix": "r", "count": 1_000_000_000u64, "entries": 1_000_000_000u64}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("at most"), "{body}");
+    assert!(sim.entries(ListKind::Room, "r0").is_empty());
+}
