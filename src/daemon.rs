@@ -116,14 +116,7 @@ pub async fn run(
             store_path: Arc::new(settings.store_path.clone()),
             webhook_names: webhook_names.clone(),
         });
-        let mut stop_http = stop.clone();
-        tasks.spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_http.wait_for(|s| *s).await;
-                })
-                .await;
-        });
+        tasks.spawn(crate::http::serve(listener, app, stop.clone()));
     }
 
     let client = Arc::new(TencentClient::with_retry(

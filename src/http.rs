@@ -58,3 +58,51 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
         s.metrics.render(&gauges),
     )
 }
+
+/// Connections served at once; more are closed at once (a scraper needs
+/// one, a health check another).
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request headers within this.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// No connection lives longer than this.
+pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves `app` on `listener` until `stop`: HTTP/1.1, headers read within
+/// [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`] connections, none
+/// longer than [`CONNECTION_LIFETIME`], so idle or slow clients cannot
+/// starve the endpoints (or the process of file descriptors).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let sock = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    // Out of descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "http: cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            drop(sock); // over the cap: closed at once
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let conn = http.serve_connection(TokioIo::new(sock), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+        });
+    }
+}

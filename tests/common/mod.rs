@@ -598,7 +598,6 @@ pub struct Daemon {
     pub reload: mpsc::UnboundedSender<Settings>,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// Where its `/healthz`, `/readyz` and `/metrics` listen.
-    #[allow(dead_code)]
     pub http: SocketAddr,
 }
 

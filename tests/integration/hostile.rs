@@ -220,3 +220,53 @@ async fn absurd_ids_and_times_fail_the_walk_and_nothing_else() {
     e.walk("room:ok").await;
     assert_eq!(e.events("room:ok"), [ev("ban.added", "fine")]);
 }
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Idle clients cannot hold the operator's endpoints or the process's file
+/// descriptors: connections past the cap are closed at once, and one that
+/// sends no headers is dropped after a few seconds.
+#[tokio::test]
+async fn idle_http_clients_cannot_starve_the_endpoints() {
+    let sim = Sim::start(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &sim, "[sources]\nrooms = [\"r\"]", "");
+    sim.set(ListKind::Room, "r", &[]);
+    let d = start_daemon(load(&path)).await;
+    let before = open_fds();
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(d.http).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // 200 client sockets here; the server keeps at most its cap.
+    let held = open_fds().saturating_sub(before + 200);
+    println!("idle clients: the server holds {held} descriptors for 200 idle connections");
+    assert!(
+        held <= bansync::http::MAX_CONNECTIONS + 8,
+        "server holds {held} descriptors"
+    );
+    // The endpoints answer again once the idle ones time out.
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Ok(r) = client
+            .get(format!("http://{}/healthz", d.http))
+            .send()
+            .await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/healthz never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(idle);
+    d.stop.send(true).unwrap();
+    let _ = d.task.await;
+}
