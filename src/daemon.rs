@@ -103,6 +103,9 @@ pub async fn run(
         emit_config(&settings),
         Some(notice_tx),
     )?;
+    for w in settings.warnings() {
+        tracing::warn!("{w}");
+    }
     configure_store(&store, &settings).await?;
     let names: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
 

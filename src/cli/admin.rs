@@ -78,7 +78,29 @@ fn report(outcome: walk::BatchOutcome, verb: &str) -> CliResult {
     }
 }
 
+/// The longest `usersig --expire`.
+const MAX_USERSIG_EXPIRE_S: u64 = 365 * 86400;
+
+/// Account ids as the vendor has them: 1 to 32 bytes, no control
+/// characters (an empty one would be sent as is).
+fn check_accounts(accounts: &[String]) -> Result<(), CliError> {
+    for a in accounts {
+        if a.is_empty()
+            || a.len() > crate::tencent::walk::MAX_ACCOUNT_BYTES
+            || a.chars().any(char::is_control)
+        {
+            return Err(CliError::Usage(format!(
+                "ACCOUNT `{}`: not an account id (1 to {} bytes, no control characters)",
+                a.escape_debug(),
+                crate::tencent::walk::MAX_ACCOUNT_BYTES
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn ban(config: &Option<PathBuf>, args: BanArgs) -> CliResult {
+    check_accounts(&args.accounts)?;
     let settings = load_settings(config)?;
     crate::logging::init(settings.log_format, "warn");
     if let Err(e) = crate::source::validate_id(&args.room) {
@@ -104,6 +126,7 @@ pub fn ban(config: &Option<PathBuf>, args: BanArgs) -> CliResult {
 }
 
 pub fn unban(config: &Option<PathBuf>, room: &str, accounts: Vec<String>) -> CliResult {
+    check_accounts(&accounts)?;
     let settings = load_settings(config)?;
     crate::logging::init(settings.log_format, "warn");
     let target = SourceSpec::new(SourceKind::Room, room);
@@ -117,6 +140,16 @@ pub fn usersig(
     identifier: Option<String>,
     expire: Option<std::time::Duration>,
 ) -> CliResult {
+    if let Some(e) = expire {
+        if e.as_secs() > MAX_USERSIG_EXPIRE_S {
+            return Err(CliError::Usage(
+                "--expire: at most 365d (a sig that outlives the key's rotation is a sig nobody can revoke)".into(),
+            ));
+        }
+        if e.as_secs() == 0 {
+            return Err(CliError::Usage("--expire: must be at least 1s".into()));
+        }
+    }
     let settings = load_settings(config)?;
     let t = &settings.tencent;
     let expire = expire.unwrap_or(t.usersig_ttl).as_secs();

@@ -224,6 +224,9 @@ pub fn main() -> ExitCode {
         Command::CheckConfig => match load_settings(&cli.config) {
             Ok(s) => {
                 print!("{}", s.describe());
+                for w in s.warnings() {
+                    println!("warning: {w}");
+                }
                 println!("configuration OK");
                 Ok(())
             }

@@ -266,9 +266,16 @@ fn parse_layers(text: &str, env: &Environment) -> Result<RawConfig, ConfigError>
             problem: e.to_string(),
         })?;
     coerce_env_strings(&mut value);
-    serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Syntax {
-        key: e.path().to_string(),
-        problem: e.inner().to_string(),
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        // serde quotes the value it could not take ("invalid type:
+        // integer `123456789012`"): for a secret, that is the secret.
+        let problem = if holds_secret(&key) {
+            "not a string (the value is not shown: it may be a secret)".to_string()
+        } else {
+            e.inner().to_string()
+        };
+        ConfigError::Syntax { key, problem }
     })
 }
 
@@ -291,6 +298,12 @@ pub fn redacted_url(url: &str) -> String {
         out = out.replacen(&format!("?{q}"), "?[redacted]", 1);
     }
     out
+}
+
+/// Whether a key holds a secret (its value is never shown in an error).
+fn holds_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    last.contains("secret") || last.contains("token") || last.contains("password")
 }
 
 /// The sections a `BANSYNC_<SECTION>__<KEY>` variable can set.
@@ -408,6 +421,39 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
 }
 
 impl Settings {
+    /// What is allowed but probably not meant: said by `check-config` and
+    /// logged when the daemon starts.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let plain = |url: &str| {
+            reqwest::Url::parse(url).is_ok_and(|u| {
+                u.scheme() == "http"
+                    && !matches!(
+                        u.host_str(),
+                        Some("localhost" | "127.0.0.1" | "[::1]" | "::1")
+                    )
+            })
+        };
+        for w in &self.webhooks {
+            if plain(&w.url) {
+                out.push(format!(
+                    "webhook {}: {} is plain http: bodies and signatures cross the network unencrypted",
+                    w.name,
+                    redacted_url(&w.url)
+                ));
+            }
+        }
+        for u in &self.tencent.base_urls {
+            if plain(u) {
+                out.push(format!(
+                    "tencent.base_url: {} is plain http: the UserSig crosses the network unencrypted",
+                    redacted_url(u)
+                ));
+            }
+        }
+        out
+    }
+
     /// What `check-config` prints: everything that would be watched and
     /// delivered to, and where secrets come from, never the secrets.
     pub fn describe(&self) -> String {

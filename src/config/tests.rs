@@ -219,6 +219,21 @@ fn secrets_never_appear_in_errors() {
         "secret_key = \"sup3rs3cret\"\nsecret_key_file = \"/x\"",
     );
     assert!(!fault(&text).contains("sup3rs3cret"));
+    // A mistyped secret (a number, an array): serde would quote it.
+    for value in [
+        "123456789012",
+        "[\"sup3rs3cret\"]",
+        "{ a = \"sup3rs3cret\" }",
+    ] {
+        let text = GOOD.replace("secret_key = \"k3y\"", &format!("secret_key = {value}"));
+        let e = load_str(&text).unwrap_err();
+        assert_eq!(e.key(), Some("tencent.secret_key"));
+        let shown = e.to_string();
+        assert!(
+            !shown.contains("123456789012") && !shown.contains("sup3rs3cret"),
+            "{shown}"
+        );
+    }
 }
 
 #[test]
@@ -368,4 +383,19 @@ fn check_config_never_prints_url_credentials_or_queries() {
         redacted_url("https://hooks.example.com/b"),
         "https://hooks.example.com/b"
     );
+}
+
+#[test]
+fn plain_http_to_another_host_is_warned_about() {
+    let s =
+        load_str(&GOOD.replace("https://hooks.example.com", "http://hooks.example.com")).unwrap();
+    let w = s.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("webhook moderation") && w[0].contains("plain http"),
+        "{w:?}"
+    );
+    let s = load_str(&GOOD.replace("https://hooks.example.com", "http://127.0.0.1:9999")).unwrap();
+    assert!(s.warnings().is_empty(), "loopback is fine");
+    assert!(load_str(GOOD).unwrap().warnings().is_empty());
 }

@@ -670,3 +670,33 @@ fn the_simulator_refuses_a_public_address_without_allow_remote() {
         "the key is not taken from the command line"
     );
 }
+
+/// Commands refuse what the vendor would take for a mistake: an empty or
+/// absurd account id, a sig valid for years.
+#[test]
+fn ban_unban_and_usersig_refuse_bad_arguments() {
+    for (args, names) in [
+        (
+            &["ban", "--room", "r", "--duration", "1h", ""][..],
+            "ACCOUNT",
+        ),
+        (&["unban", "--room", "r", "evil\nname"][..], "ACCOUNT"),
+        (
+            &[
+                "ban",
+                "--room",
+                "r",
+                "--duration",
+                "1h",
+                "a-very-long-account-id-over-32-bytes",
+            ][..],
+            "ACCOUNT",
+        ),
+        (&["usersig", "--expire", "3650d"][..], "--expire"),
+    ] {
+        let out = bansync(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(names), "{args:?}: {stderr}");
+    }
+}
