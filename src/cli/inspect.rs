@@ -112,9 +112,14 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> CliResult {
 }
 
 fn print_event_line(e: &EventRow) {
+    print_event_line_to(&mut std::io::stdout().lock(), e);
+}
+
+fn print_event_line_to(out: &mut impl std::io::Write, e: &EventRow) {
     let d = &e.body["data"];
     let extra = crate::event::describe_fields(d);
-    println!(
+    let _ = writeln!(
+        out,
         "{} {} #{} {} {}{extra}",
         e.timestamp,
         e.source,
@@ -122,6 +127,52 @@ fn print_event_line(e: &EventRow) {
         e.kind,
         e.account.as_deref().unwrap_or("-")
     );
+}
+
+/// Writes a JSON array element by element, exactly as
+/// `serde_json::to_string_pretty` of the whole array would.
+#[derive(Default)]
+struct JsonArray {
+    started: bool,
+}
+
+impl JsonArray {
+    fn push(&mut self, out: &mut impl std::io::Write, v: &serde_json::Value) {
+        let sep = if self.started { ",\n" } else { "[\n" };
+        self.started = true;
+        let pretty = serde_json::to_string_pretty(v).unwrap_or_default();
+        let indented = pretty.replace('\n', "\n  ");
+        let _ = write!(out, "{sep}  {indented}");
+    }
+
+    fn finish(self, out: &mut impl std::io::Write) {
+        let _ = writeln!(out, "{}", if self.started { "\n]" } else { "[]" });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JsonArray;
+
+    #[test]
+    fn a_streamed_array_is_the_pretty_array() {
+        let items = [
+            serde_json::json!({"a": 1, "b": {"c": [1, 2], "d": "x\ny"}}),
+            serde_json::json!({}),
+            serde_json::json!([]),
+            serde_json::json!("s"),
+        ];
+        for n in 0..=items.len() {
+            let mut out = Vec::new();
+            let mut a = JsonArray::default();
+            for v in &items[..n] {
+                a.push(&mut out, v);
+            }
+            a.finish(&mut out);
+            let whole = serde_json::to_string_pretty(&items[..n].to_vec()).unwrap() + "\n";
+            assert_eq!(String::from_utf8(out).unwrap(), whole);
+        }
+    }
 }
 
 pub fn events(
@@ -141,15 +192,22 @@ pub fn events(
         account: None,
         limit,
     };
-    let rows = conn.events(&filter).map_err(fail)?;
-    if as_json {
-        let bodies: Vec<_> = rows.iter().map(|r| &r.body).collect();
-        println!("{}", serde_json::to_string_pretty(&bodies).unwrap());
-    } else {
-        for r in &rows {
-            print_event_line(r);
+    // Streamed: the whole history is never held in memory.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut array = JsonArray::default();
+    conn.each_event(&filter, |r| {
+        if as_json {
+            array.push(&mut out, &r.body);
+        } else {
+            print_event_line_to(&mut out, &r);
         }
+    })
+    .map_err(fail)?;
+    if as_json {
+        array.finish(&mut out);
     }
+    use std::io::Write;
+    out.flush().map_err(fail)?;
     Ok(())
 }
 

@@ -70,6 +70,12 @@ impl Direct {
         queries::events(&self.conn, filter)
     }
 
+    /// Stored events, oldest first, handed over one at a time (`events`
+    /// without `--limit` streams the whole history).
+    pub fn each_event(&self, filter: &EventFilter, emit: impl FnMut(EventRow)) -> Result<()> {
+        queries::each_event(&self.conn, filter, emit)
+    }
+
     /// The mirrors of one account, for `history`.
     pub fn mirrors_of(&self, account: &str) -> Result<Vec<MirrorRow>> {
         queries::mirrors_of(&self.conn, account)
@@ -93,8 +99,21 @@ impl Direct {
 
     /// Queues again, for one webhook, every event since `since_ms` its
     /// filters take. Returns how many.
+    /// One transaction per 1000 events, so a replay of a long history
+    /// never holds the write lock past a running daemon's patience.
     pub fn replay(&self, webhook: &WebhookSettings, since_ms: i64, now_ms: i64) -> Result<usize> {
-        self.immediate(|conn| ops::replay(conn, webhook, since_ms, now_ms))
+        const BATCH: usize = 1000;
+        let (mut total, mut after) = (0, 0);
+        loop {
+            let (n, last) = self.immediate(|conn| {
+                ops::replay_batch(conn, webhook, since_ms, after, BATCH, now_ms)
+            })?;
+            total += n;
+            match last {
+                Some(id) => after = id,
+                None => return Ok(total),
+            }
+        }
     }
 
     /// Runs `f` in a transaction that takes the write lock first (waiting

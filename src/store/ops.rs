@@ -608,23 +608,27 @@ pub fn retry_dead(
     Ok(n)
 }
 
-/// Queues again, for one webhook, every event since `since_ms` its filters
-/// take. Returns how many.
-pub fn replay(
+/// Queues again, for one webhook, the events since `since_ms` its filters
+/// take, among the next `limit` events after id `after_id`. Returns how
+/// many were queued and the last event id looked at (`None`: no more).
+pub fn replay_batch(
     conn: &rusqlite::Connection,
     webhook: &crate::config::WebhookSettings,
     since_ms: i64,
+    after_id: i64,
+    limit: usize,
     now_ms: i64,
-) -> Result<usize> {
+) -> Result<(usize, Option<i64>)> {
     let mut stmt = conn.prepare_cached(
         "SELECT e.id, e.type, s.spec, e.source_id FROM events e JOIN sources s ON s.id = e.source_id
-         WHERE e.committed_ms >= ?1 ORDER BY e.id",
+         WHERE e.committed_ms >= ?1 AND e.id > ?2 ORDER BY e.id LIMIT ?3",
     )?;
     let rows: Vec<(i64, String, String, i64)> = stmt
-        .query_map([since_ms], |r| {
+        .query_map(params![since_ms, after_id, limit as i64], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    let last = rows.last().map(|r| r.0);
     let mut n = 0;
     for (event, kind, spec, source_id) in rows {
         if !webhook.wants(&kind, &spec) {
@@ -636,7 +640,7 @@ pub fn replay(
         .execute(params![webhook.name, event, source_id, now_ms])?;
         n += 1;
     }
-    Ok(n)
+    Ok((n, last))
 }
 
 /// Records complete, unchanged walks: (source, when) each.

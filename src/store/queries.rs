@@ -124,13 +124,26 @@ pub struct EventFilter {
 
 /// Events matching `f`, oldest first; with a limit, the newest `limit`.
 pub fn events(conn: &Connection, f: &EventFilter) -> Result<Vec<EventRow>> {
-    let mut stmt = conn.prepare(
+    let mut out = Vec::new();
+    each_event(conn, f, |row| out.push(row))?;
+    Ok(out)
+}
+
+/// Hands the matching events to `emit`, oldest first, one at a time: with
+/// no limit the history is streamed, never held in memory whole; with a
+/// limit only the newest `limit` are read (newest first, then reversed).
+pub fn each_event(
+    conn: &Connection,
+    f: &EventFilter,
+    mut emit: impl FnMut(EventRow),
+) -> Result<()> {
+    let order = if f.limit.is_some() { "DESC" } else { "ASC" };
+    let mut stmt = conn.prepare(&format!(
         "SELECT e.event_id, s.spec, e.seq, e.type, e.account, e.at_ms, e.body
          FROM events e JOIN sources s ON s.id = e.source_id
          WHERE (?1 IS NULL OR e.committed_ms >= ?1) AND (?2 IS NULL OR e.account = ?2)
-         ORDER BY e.id DESC",
-    )?;
-    let mut out = Vec::new();
+         ORDER BY e.id {order}"
+    ))?;
     let rows = stmt.query_map(params![f.since_ms, f.account], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -142,20 +155,21 @@ pub fn events(conn: &Connection, f: &EventFilter) -> Result<Vec<EventRow>> {
             r.get::<_, String>(6)?,
         ))
     })?;
+    let types: Vec<crate::source::Pattern> = f
+        .types
+        .iter()
+        .map(|t| crate::source::Pattern::new(t.as_str()))
+        .collect();
+    let mut newest = Vec::new();
     for row in rows {
         let (id, source, seq, kind, account, at_ms, body) = row?;
         if !f.sources.is_empty() && !f.sources.contains(&source) {
             continue;
         }
-        if !f.types.is_empty()
-            && !f
-                .types
-                .iter()
-                .any(|t| crate::source::Pattern::new(t.as_str()).matches(&kind))
-        {
+        if !types.is_empty() && !types.iter().any(|t| t.matches(&kind)) {
             continue;
         }
-        out.push(EventRow {
+        let row = EventRow {
             id,
             source,
             seq,
@@ -163,13 +177,21 @@ pub fn events(conn: &Connection, f: &EventFilter) -> Result<Vec<EventRow>> {
             account,
             timestamp: crate::event::rfc3339(at_ms),
             body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-        });
-        if f.limit.is_some_and(|l| out.len() >= l) {
-            break;
+        };
+        match f.limit {
+            None => emit(row),
+            Some(l) => {
+                newest.push(row);
+                if newest.len() >= l {
+                    break;
+                }
+            }
         }
     }
-    out.reverse();
-    Ok(out)
+    for row in newest.into_iter().rev() {
+        emit(row);
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -458,3 +458,36 @@ async fn retention_deletes_old_delivered_events_and_keeps_owed_ones() {
         .collect();
     assert_eq!(seqs, [2]);
 }
+
+/// `replay` of a long history goes in batches (one transaction per 1000
+/// events) and queues every event once.
+#[tokio::test]
+async fn a_long_replay_queues_every_event_once() {
+    let sim = Sim::start(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = webhook_toml("h", "http://127.0.0.1:9/never", "");
+    let path = write_config(
+        dir.path(),
+        &sim,
+        "[sources]\nrooms = [\"r\"]\n[sync]\ninitial = \"emit\"",
+        &hook,
+    );
+    let e = Engine::open(load(&path));
+    sim.fill(ListKind::Room, "r", 2500, now() + 3600);
+    e.walk("room:r").await;
+    assert_eq!(e.events("room:r").len(), 2500);
+    let direct = bansync::store::Direct::open(&e.settings.store_path).unwrap();
+    let n = direct
+        .replay(&e.settings.webhooks[0], 0, now() * 1000)
+        .unwrap();
+    assert_eq!(n, 2500);
+    let conn = rusqlite::Connection::open(&e.settings.store_path).unwrap();
+    let (rows, distinct): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT event) FROM deliveries",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, distinct), (5000, 2500));
+}
