@@ -150,31 +150,6 @@ impl JsonArray {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::JsonArray;
-
-    #[test]
-    fn a_streamed_array_is_the_pretty_array() {
-        let items = [
-            serde_json::json!({"a": 1, "b": {"c": [1, 2], "d": "x\ny"}}),
-            serde_json::json!({}),
-            serde_json::json!([]),
-            serde_json::json!("s"),
-        ];
-        for n in 0..=items.len() {
-            let mut out = Vec::new();
-            let mut a = JsonArray::default();
-            for v in &items[..n] {
-                a.push(&mut out, v);
-            }
-            a.finish(&mut out);
-            let whole = serde_json::to_string_pretty(&items[..n].to_vec()).unwrap() + "\n";
-            assert_eq!(String::from_utf8(out).unwrap(), whole);
-        }
-    }
-}
-
 pub fn events(
     config: &Option<PathBuf>,
     sources: Vec<SourceSpec>,
@@ -282,4 +257,29 @@ pub fn dead(config: &Option<PathBuf>, webhook: Option<String>, as_json: bool) ->
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JsonArray;
+
+    #[test]
+    fn a_streamed_array_is_the_pretty_array() {
+        let items = [
+            serde_json::json!({"a": 1, "b": {"c": [1, 2], "d": "x\ny"}}),
+            serde_json::json!({}),
+            serde_json::json!([]),
+            serde_json::json!("s"),
+        ];
+        for n in 0..=items.len() {
+            let mut out = Vec::new();
+            let mut a = JsonArray::default();
+            for v in &items[..n] {
+                a.push(&mut out, v);
+            }
+            a.finish(&mut out);
+            let whole = serde_json::to_string_pretty(&items[..n].to_vec()).unwrap() + "\n";
+            assert_eq!(String::from_utf8(out).unwrap(), whole);
+        }
+    }
 }
