@@ -1,10 +1,13 @@
 //! The configuration file exactly as written (CONTRACT.md), before any
 //! checking. Unknown keys are refused so that a typo never silently falls
 //! back to a default.
+//!
+//! No `Debug`: these hold secrets in the clear (`secret_key`, `secret`)
+//! until validation wraps them in [`super::Secret`].
 
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub tencent: Option<RawTencent>,
@@ -23,7 +26,7 @@ pub struct RawConfig {
     pub log: RawLog,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTencent {
     pub sdkappid: Option<u64>,
@@ -37,14 +40,14 @@ pub struct RawTencent {
     pub timeout: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub path: Option<String>,
     pub retention: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSync {
     pub interval: Option<String>,
@@ -57,7 +60,7 @@ pub struct RawSync {
     pub max_concurrent_walks: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSources {
     #[serde(default)]
@@ -68,7 +71,7 @@ pub struct RawSources {
     pub blocklists: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWebhook {
     pub name: Option<String>,
@@ -84,7 +87,7 @@ pub struct RawWebhook {
     pub max_in_flight: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPropagate {
     #[serde(default)]
@@ -95,13 +98,13 @@ pub struct RawPropagate {
     pub lift: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub format: Option<String>,

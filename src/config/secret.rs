@@ -19,6 +19,14 @@ impl Secret {
     }
 }
 
+/// The text is wiped from memory when the secret is dropped (a core dump
+/// or a freed page then holds nothing).
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
