@@ -116,6 +116,10 @@ pub struct TencentSettings {
     pub usersig_ttl: Duration,
     pub requests_per_second: u32,
     pub timeout: Duration,
+    /// Extra trusted CA certificates (PEM), from `tencent.ca_file`, beside
+    /// the system's trust store and the bundled roots: for a proxy or a
+    /// gateway with a private CA.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,6 +38,7 @@ pub struct RawTencent {
     pub usersig_ttl: Option<String>,
     pub requests_per_second: Option<u32>,
     pub timeout: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Default, Deserialize)]

@@ -87,7 +87,25 @@ pub(super) fn validate(
         t.timeout.as_deref(),
         defaults::TENCENT_TIMEOUT,
     )?;
+    let ca_pem = match t.ca_file.as_deref() {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                ConfigError::invalid(format!("tencent.ca_file: cannot read `{path}`: {e}"))
+            })?;
+            match reqwest::Certificate::from_pem_bundle(&pem) {
+                Ok(certs) if !certs.is_empty() => Some(pem),
+                Ok(_) => {
+                    return err(format!(
+                        "tencent.ca_file: `{path}` holds no PEM certificate"
+                    ));
+                }
+                Err(e) => return err(format!("tencent.ca_file: `{path}`: {e}")),
+            }
+        }
+    };
     Ok(TencentSettings {
+        ca_pem,
         sdkappid,
         identifier,
         secret_key,

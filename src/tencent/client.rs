@@ -115,7 +115,18 @@ impl TencentClient {
         metrics: Arc<Metrics>,
         retry: RetryPolicy,
     ) -> Self {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        // The system's trust store (and the bundled roots), plus the
+        // operator's own CA for a proxy or gateway.
+        for cert in settings
+            .ca_pem
+            .as_deref()
+            .map(|pem| reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default())
+            .unwrap_or_default()
+        {
+            http = http.add_root_certificate(cert);
+        }
+        let http = http
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(256)

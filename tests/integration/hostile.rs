@@ -270,3 +270,76 @@ async fn idle_http_clients_cannot_starve_the_endpoints() {
     d.stop.send(true).unwrap();
     let _ = d.task.await;
 }
+
+/// A vendor (or a gateway in front of it) with a certificate from a private
+/// CA: refused without `tencent.ca_file`, with an error that says why
+/// (the cause chain, never the URL); accepted with it.
+#[tokio::test]
+async fn a_private_ca_works_with_ca_file_and_its_absence_is_explained() {
+    use tokio_rustls::rustls;
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 65536];
+                let _ = tls.read(&mut buf).await;
+                let body = r#"{"ErrorCode":0,"ActionStatus":"OK","Response":{"BannedAccountList":[{"Member_Account":"u1","BannedUntil":1900000000}],"NextOffset":0}}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    let sim = Sim::start(1000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let base = format!("https://localhost:{port}");
+    for with_ca in [false, true] {
+        let path = write_config(dir.path(), &sim, "[sources]\nrooms = [\"r\"]", "");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            &format!("base_url = \"{}\"", sim.base_url()),
+            &if with_ca {
+                format!("base_url = \"{base}\"\nca_file = \"{}\"", ca.display())
+            } else {
+                format!("base_url = \"{base}\"")
+            },
+        );
+        std::fs::write(&path, text).unwrap();
+        let settings = load(&path).tencent;
+        let c = TencentClient::with_retry(settings, Arc::new(Metrics::new()), fast_retry());
+        match (with_ca, walk_room(&c).await) {
+            (true, Ok(entries)) => assert_eq!(entries.len(), 1),
+            (false, Err(e)) => {
+                let shown = e.to_string();
+                assert!(
+                    shown.to_lowercase().contains("certificate"),
+                    "the cause is named: {shown}"
+                );
+                assert!(!shown.contains("usersig"), "no URL: {shown}");
+            }
+            (with_ca, other) => panic!("with ca_file {with_ca}: {other:?}"),
+        }
+    }
+}
