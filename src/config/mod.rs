@@ -400,6 +400,16 @@ fn nonzero_duration(
 /// Each section is checked on its own (its file), in an order that lets
 /// later sections check against earlier ones.
 fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, ConfigError> {
+    for (section, present) in [
+        ("discovery", raw.discovery.is_some()),
+        ("callback", raw.callback.is_some()),
+    ] {
+        if present {
+            return err(format!(
+                "{section}: [{section}] is not available in this version of bansync yet: remove the section"
+            ));
+        }
+    }
     let tencent = tencent::validate(raw.tencent, env)?;
     let retention = sync::retention(&raw.store)?;
     let store_path = sync::store_path(raw.store, env)?;

@@ -24,6 +24,10 @@ pub struct RawConfig {
     pub http: RawHttp,
     #[serde(default)]
     pub log: RawLog,
+    /// CONTRACT.md's `[discovery]` and `[callback]`: read so that their
+    /// presence gets a clear answer (this version does not have them yet).
+    pub discovery: Option<serde_json::Value>,
+    pub callback: Option<serde_json::Value>,
 }
 
 #[derive(Default, Deserialize)]
@@ -51,6 +55,7 @@ pub struct RawStore {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSync {
+    pub mode: Option<String>,
     pub interval: Option<String>,
     pub cron: Option<String>,
     pub page_size: Option<u32>,

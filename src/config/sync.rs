@@ -44,6 +44,19 @@ pub(super) fn store_path(raw: RawStore, env: &Environment) -> Result<PathBuf, Co
 
 pub(super) fn validate(raw: RawSync) -> Result<SyncSettings, ConfigError> {
     let s = raw;
+    match s.mode.as_deref() {
+        None | Some("sweep") => {}
+        Some("adaptive") => {
+            return err(
+                "sync.mode: `adaptive` is not available in this version of bansync (only sweep)",
+            );
+        }
+        Some(other) => {
+            return err(format!(
+                "sync.mode: unknown mode `{other}` (sweep | adaptive)"
+            ));
+        }
+    }
     let schedule = match (s.interval.as_deref(), s.cron.as_deref()) {
         (Some(_), Some(_)) => return err("sync.cron: give either interval or cron, not both"),
         (None, Some(c)) => {

@@ -399,3 +399,43 @@ fn plain_http_to_another_host_is_warned_about() {
     assert!(s.warnings().is_empty(), "loopback is fine");
     assert!(load_str(GOOD).unwrap().warnings().is_empty());
 }
+
+/// CONTRACT.md's example, as written there: what this version has loads;
+/// what it has not yet ([discovery], [callback]) is refused by name.
+#[test]
+fn the_contract_example_is_answered_section_by_section() {
+    // CONTRACT.md lives beside the repository (as in CI), not in it.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/CONTRACT.md");
+    let Ok(contract) = std::fs::read_to_string(path) else {
+        eprintln!("{path} not found: the contract example is not checked here");
+        return;
+    };
+    let start = contract.find("```toml\n").expect("the example") + "```toml\n".len();
+    let example = &contract[start..start + contract[start..].find("```").unwrap()];
+    let without = |section: &str, text: &str| -> String {
+        let mut out = Vec::new();
+        let mut skipping = false;
+        for line in text.lines() {
+            if line.starts_with('[') {
+                skipping = line.starts_with(&format!("[{section}]"));
+            }
+            if !skipping {
+                out.push(line);
+            }
+        }
+        out.join("\n")
+    };
+    let e = load_str(example).unwrap_err();
+    assert_eq!(e.key(), Some("discovery"), "{e}");
+    let e = load_str(&without("discovery", example)).unwrap_err();
+    assert_eq!(e.key(), Some("callback"), "{e}");
+    let rest = without("callback", &without("discovery", example)).replace(
+        "secret_key_file = \"/etc/bansync/tim-secret-key\"",
+        "secret_key = \"k\"",
+    );
+    let s = load_str(&rest).unwrap();
+    assert_eq!(
+        s.retention,
+        Some(std::time::Duration::from_secs(90 * 86400))
+    );
+}
