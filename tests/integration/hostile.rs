@@ -343,3 +343,83 @@ async fn a_private_ca_works_with_ca_file_and_its_absence_is_explained() {
         }
     }
 }
+
+/// A hostile receiver: one answers 200 and then an endless body (400 MiB),
+/// another accepts and never answers. The first's deliveries count as made
+/// without reading its body; the second's time out and are retried; memory
+/// stays bounded and the daemon goes on.
+#[tokio::test]
+async fn a_hostile_receiver_costs_neither_memory_nor_progress() {
+    let (endless, _) = raw_server(|| {
+        let head = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec();
+        Box::new(std::iter::once(head).chain((0..400).map(|_| vec![b'x'; 1 << 20])))
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let sim = Sim::start(100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = format!(
+        "{}\n{}",
+        webhook_toml(
+            "endless",
+            &format!("http://{endless}/x"),
+            "timeout = \"2s\""
+        ),
+        webhook_toml(
+            "silent",
+            &format!("http://{silent}/x"),
+            "timeout = \"300ms\"\nretry_schedule = [\"100ms\", \"100ms\"]"
+        ),
+    );
+    let path = write_config(
+        dir.path(),
+        &sim,
+        "[sources]\nrooms = [\"r\"]",
+        &format!("[sync]\ninterval = \"1s\"\ninitial = \"emit\"\n{hooks}"),
+    );
+    let t = now() + 3600;
+    sim.set(ListKind::Room, "r", &[("a", t), ("b", t), ("c", t)]);
+    let before = rss_kib();
+    let d = start_daemon(load(&path)).await;
+    let db = load(&path).store_path;
+    let count = |sql: &str| -> i64 {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let delivered: i64 =
+            count("SELECT COALESCE(SUM(delivered), 0) FROM webhooks WHERE name = 'endless'");
+        let dead = count("SELECT COUNT(*) FROM deliveries WHERE webhook = 'silent' AND state = 1");
+        if delivered == 3 && dead == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "endless delivered {delivered} of 3, silent dead {dead} of 3"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    println!("hostile receivers: resident set grew {grown_mib} MiB");
+    assert!(grown_mib < 100, "resident set grew {grown_mib} MiB");
+    // Still walking: a new ban is found and owed to both.
+    sim.upsert(ListKind::Room, "r", "d", t);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count("SELECT COALESCE(SUM(delivered), 0) FROM webhooks WHERE name = 'endless'") < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon stopped delivering"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    d.stop.send(true).unwrap();
+    let _ = d.task.await;
+}
