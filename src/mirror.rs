@@ -110,14 +110,6 @@ impl MirrorState {
     pub fn parse(s: &str) -> Option<MirrorState> {
         Self::ALL.into_iter().find(|m| m.as_str() == s)
     }
-
-    /// No request of bansync's will act on it again.
-    pub fn is_closed(self) -> bool {
-        matches!(
-            self,
-            MirrorState::Lifted | MirrorState::Released | MirrorState::Cancelled
-        )
-    }
 }
 
 /// A ban request that is out: the vendor may set any end from `until` to

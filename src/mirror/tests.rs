@@ -912,3 +912,290 @@ proptest! {
         run_model(&acts)?;
     }
 }
+
+// ---- Branches the mutation run found untested (TESTING.md) ----
+
+fn read(v: Option<i64>) -> Read {
+    Read {
+        value: v,
+        complete: true,
+    }
+}
+
+#[test]
+fn a_pending_mirror_whose_origin_no_longer_outlasts_the_target_is_dropped() {
+    let g = spec("group:g");
+    let mut m = mirror(MirrorState::Pending);
+    m.holder = Some(spec("group:h"));
+    // The origin's ban is now shorter than what the target holds.
+    match on_origin_ban(Some(&m), &g, 2, 900, Some(1_002), NOW) {
+        OriginBan::Drop(next) => {
+            assert_eq!(
+                next.state,
+                MirrorState::Owned,
+                "bansync's end stays its holder's"
+            );
+            assert_eq!(next.origin, spec("group:h"));
+            assert_eq!(next.job, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut bare = m.clone();
+    bare.current.clear();
+    match on_origin_ban(Some(&bare), &g, 2, 900, Some(1_002), NOW) {
+        OriginBan::Drop(next) => assert_eq!(next.state, MirrorState::Released),
+        other => panic!("{other:?}"),
+    }
+    // Not dropped: another origin's pending mirror, one with a request out,
+    // or one that is not pending.
+    assert_eq!(
+        on_origin_ban(Some(&m), &spec("group:other"), 2, 900, Some(1_002), NOW),
+        OriginBan::Held
+    );
+    let mut out = m.clone();
+    out.in_flight = Some(InFlight {
+        since_s: NOW,
+        until: 1_000,
+        max_s: 10,
+    });
+    assert_eq!(
+        on_origin_ban(Some(&out), &g, 2, 900, Some(1_002), NOW),
+        OriginBan::Held
+    );
+    let owned = mirror(MirrorState::Owned);
+    assert_eq!(
+        on_origin_ban(Some(&owned), &g, 2, 900, Some(1_002), NOW),
+        OriginBan::Held
+    );
+}
+
+#[test]
+fn what_lies_under_a_mirror_is_carried_only_while_it_runs() {
+    let g = spec("group:g");
+    let mut m = mirror(MirrorState::Owned);
+    m.prior = Some(NOW + 1);
+    let queued = on_origin_ban(Some(&m), &g, 2, 5_000, None, NOW)
+        .queued()
+        .unwrap();
+    assert_eq!(queued.prior, Some(NOW + 1));
+    m.prior = Some(NOW);
+    let queued = on_origin_ban(Some(&m), &g, 2, 5_000, None, NOW)
+        .queued()
+        .unwrap();
+    assert_eq!(queued.prior, None, "a ban ending now lies under nothing");
+    // Nothing of bansync's can be on the list: what lay under it is stale.
+    m.prior = Some(NOW + 1);
+    m.current.clear();
+    let queued = on_origin_ban(Some(&m), &g, 2, 5_000, None, NOW)
+        .queued()
+        .unwrap();
+    assert_eq!(queued.prior, None);
+    // An unanswered request may have landed: still carried.
+    m.unanswered = vec![Window {
+        lo: 1_000,
+        hi: 1_003,
+    }];
+    let queued = on_origin_ban(Some(&m), &g, 2, 5_000, None, NOW)
+        .queued()
+        .unwrap();
+    assert_eq!(queued.prior, Some(NOW + 1));
+}
+
+#[test]
+fn a_ban_ending_now_is_not_held() {
+    assert_eq!(effective_end(Some(NOW), None, NOW), None);
+    assert_eq!(effective_end(Some(NOW + 1), None, NOW), Some(NOW + 1));
+}
+
+#[test]
+fn another_origins_pending_mirror_is_lifted_when_the_holders_ban_is() {
+    let mut m = mirror(MirrorState::Pending);
+    m.origin = spec("group:new");
+    m.holder = Some(spec("group:g"));
+    let g = spec("group:g");
+    match on_origin_gone(&m, &g, true, true) {
+        Gone::Lift(next) => {
+            assert_eq!(next.state, MirrorState::Lifting);
+            assert_eq!(next.job, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Each condition alone keeps it.
+    assert_eq!(
+        on_origin_gone(&m, &g, false, true),
+        Gone::Keep,
+        "ended, not lifted"
+    );
+    assert_eq!(
+        on_origin_gone(&m, &g, true, false),
+        Gone::Keep,
+        "the rule does not lift"
+    );
+    let mut other_holder = m.clone();
+    other_holder.holder = Some(spec("group:x"));
+    assert_eq!(on_origin_gone(&other_holder, &g, true, true), Gone::Keep);
+    let mut off = m.clone();
+    off.current.clear();
+    assert_eq!(
+        on_origin_gone(&off, &g, true, true),
+        Gone::Keep,
+        "nothing of the holder's on the list"
+    );
+    let mut owned = m.clone();
+    owned.state = MirrorState::Owned;
+    assert_eq!(on_origin_gone(&owned, &g, true, true), Gone::Keep);
+}
+
+#[test]
+fn a_lifted_mirror_seen_again_is_lifted_again_unless_the_walk_is_stale() {
+    let mut m = mirror(MirrorState::Lifted);
+    m.acted_s = Some(100);
+    let fresh = on_target_seen(&m, Seen::Listed(1_001), 200, NOW);
+    assert!(fresh.lift && fresh.echo);
+    assert_eq!(fresh.mirror.state, MirrorState::Lifting);
+    assert_eq!(fresh.mirror.job, None);
+    let stale = on_target_seen(&m, Seen::Listed(1_001), 100, NOW);
+    assert!(!stale.lift && stale.echo);
+    assert_eq!(stale.mirror, m);
+}
+
+#[test]
+fn an_older_end_of_bansyncs_is_an_echo_and_no_news() {
+    let mut m = mirror(MirrorState::Owned);
+    m.windows.push(Window { lo: 900, hi: 903 });
+    let o = on_target_seen(&m, Seen::Listed(901), 200, NOW);
+    assert!(o.echo && !o.lift);
+    assert_eq!(o.mirror, m, "still bansync's");
+}
+
+#[test]
+fn a_pending_mirror_learns_what_it_will_extend() {
+    let m = mirror(MirrorState::Pending);
+    let o = on_target_seen(&m, Seen::Listed(NOW + 50), 200, NOW);
+    assert_eq!(o.mirror.prior, Some(NOW + 50));
+    let o = on_target_seen(&m, Seen::Listed(NOW), 200, NOW);
+    assert_eq!(o.mirror.prior, None, "a ban ending now extends nothing");
+    let o = on_target_seen(&m, Seen::Listed(NOW - 5), 200, NOW);
+    assert_eq!(o.mirror.prior, None);
+}
+
+#[test]
+fn a_walk_without_the_account_waits_for_what_is_still_to_land() {
+    // Pending: still to be applied.
+    let p = mirror(MirrorState::Pending);
+    assert_eq!(on_target_seen(&p, Seen::Gone, 200, NOW).mirror, p);
+    // Cancelled with a request out: its answer is awaited.
+    let mut c = mirror(MirrorState::Cancelled);
+    c.in_flight = Some(InFlight {
+        since_s: 190,
+        until: 1_000,
+        max_s: 10,
+    });
+    let o = on_target_seen(&c, Seen::Gone, 200, NOW);
+    assert_eq!(o.mirror.state, MirrorState::Cancelled);
+    assert_eq!(
+        o.mirror.current, c.current,
+        "not taken off: an answer is awaited"
+    );
+    // Cancelled, nothing out: it stays cancelled (not released), off the list.
+    let c = mirror(MirrorState::Cancelled);
+    let o = on_target_seen(&c, Seen::Gone, 200, NOW);
+    assert_eq!(o.mirror.state, MirrorState::Cancelled);
+    assert!(o.mirror.current.is_empty() && o.mirror.job.is_none());
+    // Owned: released.
+    let o = on_target_seen(&mirror(MirrorState::Owned), Seen::Gone, 200, NOW);
+    assert_eq!(o.mirror.state, MirrorState::Released);
+}
+
+#[test]
+fn a_ban_request_learns_the_targets_own_running_end_only() {
+    let m = mirror(MirrorState::Pending);
+    match plan_ban(&m, 7, read(Some(NOW + 10)), NOW) {
+        BanStep::Send { mirror } => assert_eq!(mirror.prior, Some(NOW + 10)),
+        other => panic!("{other:?}"),
+    }
+    match plan_ban(&m, 7, read(Some(NOW)), NOW) {
+        BanStep::Send { mirror } => assert_eq!(mirror.prior, None, "ending now"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_lift_decides_between_landed_restore_remirror_and_unban() {
+    let g = spec("group:g");
+    let mut m = mirror(MirrorState::Lifting);
+    // An earlier restore of this lift is what the list shows: landed.
+    m.restore = Some(Window {
+        lo: 2_000,
+        hi: 2_002,
+    });
+    assert_eq!(
+        plan_lift(&m, 7, &g, read(Some(2_001)), &[], NOW),
+        LiftStep::Landed
+    );
+    m.restore = None;
+    // The target's own end under the mirror: given back while it runs.
+    m.prior = Some(NOW + 1);
+    assert_eq!(
+        plan_lift(&m, 7, &g, read(Some(1_001)), &[], NOW),
+        LiftStep::Restore { until: NOW + 1 }
+    );
+    m.prior = Some(NOW);
+    assert_eq!(
+        plan_lift(&m, 7, &g, read(Some(1_001)), &[], NOW),
+        LiftStep::Unban
+    );
+    // Another origin still banning: its end is mirrored, if it runs on.
+    m.prior = None;
+    let h = spec("group:h");
+    assert_eq!(
+        plan_lift(
+            &m,
+            7,
+            &g,
+            read(Some(1_001)),
+            &[(h.clone(), 9, NOW + 100)],
+            NOW
+        ),
+        LiftStep::Remirror {
+            origin: h.clone(),
+            origin_event: 9,
+            until: NOW + 100
+        }
+    );
+    assert_eq!(
+        plan_lift(&m, 7, &g, read(Some(1_001)), &[(h, 9, NOW)], NOW),
+        LiftStep::Unban,
+        "an end reached now bans no one"
+    );
+}
+
+#[test]
+fn an_answer_closes_its_own_request_and_only_the_current_job_decides() {
+    let mut m = mirror(MirrorState::Pending);
+    m.in_flight = Some(InFlight {
+        since_s: 400,
+        until: 1_000,
+        max_s: 10,
+    });
+    let w = Window {
+        lo: 1_000,
+        hi: 1_004,
+    };
+    let (next, out) = on_answer(&m, 7, Request::Ban, Answer::Applied, w, NOW);
+    assert_eq!(next.in_flight, None, "its request is closed");
+    assert_eq!(next.state, MirrorState::Owned);
+    assert_eq!(out, Outcome::Applied);
+    let other = Window {
+        lo: 2_000,
+        hi: 2_004,
+    };
+    let (next, _) = on_answer(&m, 7, Request::Ban, Answer::Applied, other, NOW);
+    assert_eq!(
+        next.in_flight, m.in_flight,
+        "another request's answer leaves it out"
+    );
+    let (next, out) = on_answer(&m, 8, Request::Ban, Answer::Applied, w, NOW);
+    assert_eq!(out, Outcome::Quiet, "an old job's answer decides nothing");
+    assert_eq!(next.state, MirrorState::Pending);
+}
