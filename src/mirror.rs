@@ -475,9 +475,9 @@ pub fn on_target_seen(m: &Mirror, seen: Seen, read_from: i64, now: i64) -> Obser
             _ => {}
         },
         Seen::Gone => {
-            // Still to be applied, or an answer still to come back.
-            let awaited = m.state == MirrorState::Pending
-                || (m.state == MirrorState::Cancelled && m.in_flight.is_some());
+            // Still to be applied. (With a request out the walk is stale,
+            // handled above: its answer is awaited.)
+            let awaited = m.state == MirrorState::Pending;
             if !awaited {
                 next.state = match m.state {
                     MirrorState::Lifted => MirrorState::Lifted,

@@ -1005,6 +1005,12 @@ fn what_lies_under_a_mirror_is_carried_only_while_it_runs() {
 fn a_ban_ending_now_is_not_held() {
     assert_eq!(effective_end(Some(NOW), None, NOW), None);
     assert_eq!(effective_end(Some(NOW + 1), None, NOW), Some(NOW + 1));
+    // A lift under way: what stays is the target's own end, if it runs on.
+    let mut m = mirror(MirrorState::Lifting);
+    m.prior = Some(NOW + 1);
+    assert_eq!(effective_end(Some(1_001), Some(&m), NOW), Some(NOW + 1));
+    m.prior = Some(NOW);
+    assert_eq!(effective_end(Some(1_001), Some(&m), NOW), None);
 }
 
 #[test]
