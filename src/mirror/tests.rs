@@ -1170,10 +1170,29 @@ fn a_lift_decides_between_landed_restore_remirror_and_unban() {
         }
     );
     assert_eq!(
-        plan_lift(&m, 7, &g, read(Some(1_001)), &[(h, 9, NOW)], NOW),
+        plan_lift(&m, 7, &g, read(Some(1_001)), &[(h.clone(), 9, NOW)], NOW),
         LiftStep::Unban,
         "an end reached now bans no one"
     );
+    // Both: the longer wins; a tie gives the target its own end back.
+    m.prior = Some(NOW + 100);
+    for (other, step) in [
+        (
+            NOW + 200,
+            LiftStep::Remirror {
+                origin: h.clone(),
+                origin_event: 9,
+                until: NOW + 200,
+            },
+        ),
+        (NOW + 100, LiftStep::Restore { until: NOW + 100 }),
+        (NOW + 50, LiftStep::Restore { until: NOW + 100 }),
+    ] {
+        assert_eq!(
+            plan_lift(&m, 7, &g, read(Some(1_001)), &[(h.clone(), 9, other)], NOW),
+            step
+        );
+    }
 }
 
 #[test]
@@ -1192,6 +1211,24 @@ fn an_answer_closes_its_own_request_and_only_the_current_job_decides() {
     assert_eq!(next.in_flight, None, "its request is closed");
     assert_eq!(next.state, MirrorState::Owned);
     assert_eq!(out, Outcome::Applied);
+    assert_eq!(next.current, [w], "applied: its end is the one on the list");
+    assert!(next.unanswered.is_empty());
+    let (next, _) = on_answer(
+        &m,
+        7,
+        Request::Ban,
+        Answer::Unknown { permanent: false },
+        w,
+        NOW,
+    );
+    assert!(
+        next.unanswered.iter().any(|u| u.lo <= w.lo && w.hi <= u.hi),
+        "no answer: it may land later"
+    );
+    assert!(
+        next.current.iter().any(|c| c.lo <= w.lo && w.hi <= c.hi),
+        "beside what was there"
+    );
     let other = Window {
         lo: 2_000,
         hi: 2_004,
