@@ -128,11 +128,11 @@ async fn an_ended_mirror_gives_no_claim_over_a_later_ban() {
     sim.set(ListKind::Room, "t", &[]);
     e.walk("group:g").await;
     e.walk("room:t").await;
-    sim.upsert(ListKind::Group, "g", "x", now() + 2);
+    sim.upsert(ListKind::Group, "g", "x", now() + 30);
     e.walk("group:g").await;
     propagator(&e).try_execute().await.unwrap();
     e.walk("room:t").await;
-    e.clock.step(3100);
+    e.clock.step(31_000);
     // Both bans ended; the vendor dropped them.
     e.walk("group:g").await;
     e.walk("room:t").await;
@@ -486,11 +486,11 @@ async fn a_shortened_origin_ban_that_runs_out_lifts_its_mirror() {
             "mirrored"
         );
         e.walk("room:t").await;
-        // g's moderator shortens the ban to two seconds; it runs out.
-        sim.upsert(ListKind::Group, "g", "x", now() + 2);
+        // g's moderator shortens the ban to thirty seconds; it runs out.
+        sim.upsert(ListKind::Group, "g", "x", now() + 30);
         e.walk("group:g").await;
         propagator(&e).try_execute().await.unwrap();
-        e.clock.step(3100);
+        e.clock.step(31_000);
         e.expiry().try_execute().await.unwrap();
         assert!(e.events("group:g").contains(&ev("ban.expired", "x")));
         propagator(&e).try_execute().await.unwrap();
