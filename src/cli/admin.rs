@@ -85,10 +85,7 @@ const MAX_USERSIG_EXPIRE_S: u64 = 365 * 86400;
 /// characters (an empty one would be sent as is).
 fn check_accounts(accounts: &[String]) -> Result<(), CliError> {
     for a in accounts {
-        if a.is_empty()
-            || a.len() > crate::tencent::walk::MAX_ACCOUNT_BYTES
-            || a.chars().any(char::is_control)
-        {
+        if !crate::tencent::walk::is_account_id(a) {
             return Err(CliError::Usage(format!(
                 "ACCOUNT `{}`: not an account id (1 to {} bytes, no control characters)",
                 a.escape_debug(),

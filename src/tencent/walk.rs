@@ -154,6 +154,14 @@ fn malformed(api: Api, what: &str) -> WalkError {
 /// The vendor's account ids are at most this long (bytes).
 pub const MAX_ACCOUNT_BYTES: usize = 32;
 
+/// Whether `account` can be a vendor account id: 1 to
+/// [`MAX_ACCOUNT_BYTES`] bytes, no control characters.
+pub fn is_account_id(account: &str) -> bool {
+    !account.is_empty()
+        && account.len() <= MAX_ACCOUNT_BYTES
+        && !account.chars().any(char::is_control)
+}
+
 /// The largest time the vendor sends: a ban "for ever" ends at 2^32 - 1.
 pub const MAX_VENDOR_TIME: i64 = u32::MAX as i64;
 
@@ -164,10 +172,7 @@ pub const MAX_VENDOR_TIME: i64 = u32::MAX as i64;
 fn checked(api: Api, items: impl Iterator<Item = (String, i64)>) -> Result<Vec<Entry>, WalkError> {
     items
         .map(|(account, value)| {
-            if account.is_empty()
-                || account.len() > MAX_ACCOUNT_BYTES
-                || account.chars().any(char::is_control)
-            {
+            if !is_account_id(&account) {
                 let shown: String = account.chars().take(40).flat_map(char::escape_debug).collect();
                 return Err(malformed(
                     api,
