@@ -32,6 +32,10 @@ pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(15);
 pub const RETRY_SCHEDULE: &[u64] = &[5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400];
 /// `webhook.max_in_flight`.
 pub const MAX_IN_FLIGHT: u32 = 16;
+/// `discovery.interval`: how often the listings are walked.
+pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(600);
+/// `callback.path`.
+pub const CALLBACK_PATH: &str = "/tencent/callback";
 /// `http.listen`.
 pub const HTTP_LISTEN: &str = "127.0.0.1:9187";
 /// `log.format`.

@@ -3,6 +3,7 @@
 //! validated into [`Settings`]. Every error names the key at fault.
 
 pub mod defaults;
+mod discovery;
 mod error;
 mod output;
 mod propagate;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use crate::diff::Initial;
 use crate::duration;
 use crate::source::{Pattern, SourceSpec};
+pub use discovery::{CallbackSettings, DiscoverySettings, FoundFilter};
 pub use error::ConfigError;
 pub use secret::{Secret, SecretOrigin};
 
@@ -187,6 +189,10 @@ pub struct Settings {
     pub http_listen: Option<SocketAddr>,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// `[discovery]`: groups and rooms found by listing them.
+    pub discovery: Option<DiscoverySettings>,
+    /// `[callback]`: the vendor's callbacks, as hints.
+    pub callback: Option<CallbackSettings>,
 }
 
 /// The default configuration path: systemd's `$CONFIGURATION_DIRECTORY`
@@ -311,7 +317,16 @@ fn holds_secret(key: &str) -> bool {
 }
 
 /// The sections a `BANSYNC_<SECTION>__<KEY>` variable can set.
-const SECTIONS: &[&str] = &["TENCENT", "STORE", "SYNC", "SOURCES", "HTTP", "LOG"];
+const SECTIONS: &[&str] = &[
+    "TENCENT",
+    "STORE",
+    "SYNC",
+    "SOURCES",
+    "HTTP",
+    "LOG",
+    "DISCOVERY",
+    "CALLBACK",
+];
 
 /// Only `BANSYNC_<SECTION>__<KEY>` configures bansync (CONTRACT.md); any
 /// other variable that starts with `BANSYNC_` (`BANSYNC_BIN`, a script's
@@ -354,8 +369,23 @@ fn coerce_env_strings(v: &mut serde_json::Value) {
         ("sources", "groups"),
         ("sources", "rooms"),
         ("sources", "blocklists"),
+        ("discovery", "include"),
+        ("discovery", "exclude"),
+    ];
+    const BOOLS: &[(&str, &str)] = &[
+        ("discovery", "groups"),
+        ("discovery", "rooms"),
+        ("callback", "enrol_blocklists"),
     ];
     let Some(top) = v.as_object_mut() else { return };
+    for (section, key) in BOOLS {
+        if let Some(slot) = top.get_mut(*section).and_then(|s| s.get_mut(*key))
+            && let Value::String(s) = slot
+            && let Ok(b) = s.trim().parse::<bool>()
+        {
+            *slot = Value::Bool(b);
+        }
+    }
     for (section, key) in NUMERIC {
         if let Some(Value::String(s)) = top.get_mut(*section).and_then(|s| s.get_mut(*key))
             && let Ok(n) = s.trim().parse::<u64>()
@@ -400,24 +430,17 @@ fn nonzero_duration(
 /// Each section is checked on its own (its file), in an order that lets
 /// later sections check against earlier ones.
 fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, ConfigError> {
-    for (section, present) in [
-        ("discovery", raw.discovery.is_some()),
-        ("callback", raw.callback.is_some()),
-    ] {
-        if present {
-            return err(format!(
-                "{section}: [{section}] is not available in this version of bansync yet: remove the section"
-            ));
-        }
-    }
     let tencent = tencent::validate(raw.tencent, env)?;
     let retention = sync::retention(&raw.store)?;
     let store_path = sync::store_path(raw.store, env)?;
     let sync = sync::validate(raw.sync)?;
-    let sources = sources::validate(raw.sources, &tencent)?;
+    let discovery = discovery::discovery(raw.discovery, &tencent)?;
+    let http_listen = output::http_listen(raw.http)?;
+    let callback = discovery::callback(raw.callback, http_listen, env)?;
+    let finds = discovery.is_some() || callback.as_ref().is_some_and(|c| c.enrol_blocklists);
+    let sources = sources::validate(raw.sources, &tencent, finds)?;
     let webhooks = webhooks::validate(raw.webhook, env)?;
     let propagate = propagate::validate(raw.propagate, &sources)?;
-    let http_listen = output::http_listen(raw.http)?;
     let (log_format, log_level) = output::log(raw.log)?;
     Ok(Settings {
         path: path.to_path_buf(),
@@ -431,10 +454,20 @@ fn validate(raw: RawConfig, path: &Path, env: &Environment) -> Result<Settings, 
         http_listen,
         log_format,
         log_level,
+        discovery,
+        callback,
     })
 }
 
 impl Settings {
+    /// Which found sources this configuration watches.
+    pub fn found_filter(&self) -> FoundFilter {
+        FoundFilter {
+            discovery: self.discovery.clone(),
+            enrol_blocklists: self.callback.as_ref().is_some_and(|c| c.enrol_blocklists),
+        }
+    }
+
     /// What is allowed but probably not meant: said by `check-config` and
     /// logged when the daemon starts.
     pub fn warnings(&self) -> Vec<String> {
@@ -456,6 +489,19 @@ impl Settings {
                     redacted_url(&w.url)
                 ));
             }
+        }
+        if let Some(c) = &self.callback
+            && c.token.is_none()
+        {
+            out.push(format!(
+                "callback: no token: anyone who reaches {} can send hints{}",
+                c.listen,
+                if c.enrol_blocklists {
+                    " and enrol blocklists to watch"
+                } else {
+                    ""
+                }
+            ));
         }
         for u in &self.tencent.base_urls {
             if plain(u) {
@@ -518,6 +564,44 @@ impl Settings {
         let _ = writeln!(out, "watching {} sources:", self.sources.len());
         for s in &self.sources {
             let _ = writeln!(out, "  {s}");
+        }
+        if let Some(d) = &self.discovery {
+            let kinds: Vec<&str> = [("groups", d.groups), ("rooms", d.rooms)]
+                .iter()
+                .filter(|(_, on)| *on)
+                .map(|(k, _)| *k)
+                .collect();
+            let list = |p: &[Pattern]| {
+                p.iter()
+                    .map(|p| p.as_str().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "discovery: {} every {}, include [{}], exclude [{}]",
+                kinds.join(" and "),
+                duration::format(d.interval),
+                list(&d.include),
+                list(&d.exclude)
+            );
+        }
+        if let Some(c) = &self.callback {
+            let _ = writeln!(
+                out,
+                "callbacks: POST {}{} ({}){}",
+                c.listen,
+                c.path,
+                match &c.token_origin {
+                    Some(o) => format!("Sign checked, token [redacted] ({o})"),
+                    None => "no token: unsigned".into(),
+                },
+                if c.enrol_blocklists {
+                    ", blocklists enrolled"
+                } else {
+                    ""
+                }
+            );
         }
         let _ = writeln!(out, "delivering to {} webhooks:", self.webhooks.len());
         for w in &self.webhooks {

@@ -24,10 +24,28 @@ pub struct RawConfig {
     pub http: RawHttp,
     #[serde(default)]
     pub log: RawLog,
-    /// CONTRACT.md's `[discovery]` and `[callback]`: read so that their
-    /// presence gets a clear answer (this version does not have them yet).
-    pub discovery: Option<serde_json::Value>,
-    pub callback: Option<serde_json::Value>,
+    pub discovery: Option<RawDiscovery>,
+    pub callback: Option<RawCallback>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub groups: Option<bool>,
+    pub rooms: Option<bool>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub interval: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCallback {
+    pub listen: Option<String>,
+    pub path: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+    pub enrol_blocklists: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]

@@ -7,9 +7,13 @@ use crate::source::{SourceKind, SourceSpec};
 pub(super) fn validate(
     raw: Option<RawSources>,
     tencent: &TencentSettings,
+    discovers: bool,
 ) -> Result<Vec<SourceSpec>, ConfigError> {
-    let Some(src) = raw else {
-        return err("sources: section missing (groups, rooms, blocklists)");
+    // With discovery (or enrolment by callbacks) the list may be empty.
+    let src = match raw {
+        Some(src) => src,
+        None if discovers => RawSources::default(),
+        None => return err("sources: section missing (groups, rooms, blocklists)"),
     };
     let mut sources = Vec::new();
     for (key, kind, list) in [
@@ -27,7 +31,7 @@ pub(super) fn validate(
             sources.push(spec);
         }
     }
-    if sources.is_empty() {
+    if sources.is_empty() && !discovers {
         return err("sources: no source to watch (groups, rooms and blocklists are all empty)");
     }
     if let Some(r) = tencent.region
