@@ -49,6 +49,8 @@ pub fn router(state: Shared) -> Router {
         .route("/sim/stats/reset", post(ctl_reset_stats))
         .route("/sim/list", get(ctl_list))
         .route("/sim/config", post(ctl_config))
+        .route("/sim/viewers", post(ctl_viewers))
+        .route("/sim/callback", post(ctl_callback))
         .with_state(state)
 }
 
@@ -337,10 +339,22 @@ fn target_of(api: Api, req: &Value) -> (String, u64) {
         Api::BlockList => (s("From_Account"), n("StartIndex")),
         Api::RoomBan | Api::RoomUnban => (s("RoomId"), 0),
         Api::GroupBan | Api::GroupUnban => (s("GroupId"), 0),
+        Api::GroupList => (String::new(), n("Next")),
+        Api::RoomList => (
+            String::new(),
+            s("Next")
+                .strip_prefix("page-")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        ),
     }
 }
 
 type Handled = Result<Value, (i64, String)>;
+
+/// Group listing cursors start here: large, so that a client reading them
+/// as anything narrower than u64 fails visibly.
+const GROUP_CURSOR_BASE: u64 = 1 << 60;
 
 fn field_str<'a>(req: &'a Value, k: &str, bad: i64) -> Result<&'a str, (i64, String)> {
     req.get(k)
@@ -520,6 +534,74 @@ fn answer(s: &mut SimState, api: Api, req: &Value, now: i64) -> Handled {
             }
             Ok(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}))
         }
+        Api::GroupList => {
+            let limit = field_u64(req, "Limit", 10004, Some(1000))?;
+            if limit == 0 || limit > crate::tencent::api::MAX_GROUP_LIST_PAGE as u64 {
+                return Err((10004, "Limit must be 1 to 10000".into()));
+            }
+            // The cursor is opaque and large, as the vendor's: parse it as u64.
+            let next = field_u64(req, "Next", 10004, Some(0))?;
+            let start = match next {
+                0 => 0,
+                n if n >= GROUP_CURSOR_BASE => (n - GROUP_CURSOR_BASE) as usize,
+                _ => return Err((10004, "Next is not a cursor this listing gave".into())),
+            };
+            let kind = req
+                .get("GroupType")
+                .and_then(Value::as_str)
+                .unwrap_or("AVChatRoom");
+            let ids = s.listed_groups(kind);
+            let take = limit.min(s.group_list_page as u64) as usize;
+            let start = start.min(ids.len());
+            let end = (start + take).min(ids.len());
+            let page: Vec<Value> = ids[start..end]
+                .iter()
+                .map(|g| json!({"GroupId": g}))
+                .collect();
+            let next = if end < ids.len() {
+                GROUP_CURSOR_BASE + end as u64
+            } else {
+                0
+            };
+            Ok(
+                json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "", "GroupIdList": page, "TotalCount": ids.len(), "Next": next}),
+            )
+        }
+        Api::RoomList => {
+            let count = field_u64(req, "Count", 100002, Some(20))?;
+            if count == 0 || count > crate::tencent::api::MAX_ROOM_LIST_PAGE as u64 {
+                return Err((100002, "Count must be 1 to 20".into()));
+            }
+            let next = match req.get("Next") {
+                None => String::new(),
+                Some(Value::String(n)) => n.clone(),
+                Some(_) => return Err((100002, "Next must be a string".into())),
+            };
+            let start: usize = match next.as_str() {
+                "" => 0,
+                n => n
+                    .strip_prefix("page-")
+                    .and_then(|n| n.parse().ok())
+                    .ok_or((100002, "Next is not a cursor this listing gave".to_string()))?,
+            };
+            // Sorted by viewers now: a room whose audience grew between two
+            // pages moves up, and the next page shifts.
+            let ids = s.listed_rooms();
+            let start = start.min(ids.len());
+            let end = (start + count as usize).min(ids.len());
+            let page: Vec<Value> = ids[start..end]
+                .iter()
+                .map(|r| json!({"RoomId": r, "Owner_Account": "owner", "CreateTime": 1_700_000_000, "RoomType": "Live"}))
+                .collect();
+            let next = if end < ids.len() {
+                format!("page-{end}")
+            } else {
+                String::new()
+            };
+            Ok(
+                json!({"ErrorCode": 0, "ErrorInfo": "", "ActionStatus": "OK", "Response": {"Next": next, "RoomList": page}}),
+            )
+        }
         Api::GroupUnban => {
             let id = field_str(req, "GroupId", 10004)?.to_string();
             let members = accounts(req, "Members_Account", 10004, 10005)?;
@@ -547,6 +629,9 @@ struct Target {
     until: Option<i64>,
     duration: Option<i64>,
     at: Option<i64>,
+    /// `/sim/ban` on a group: the members are kicked too (a callback).
+    #[serde(default)]
+    kick: bool,
 }
 
 impl Target {
@@ -587,9 +672,23 @@ async fn ctl_ban(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) ->
         _ => return bad("give until (Unix seconds) or duration (seconds)"),
     };
     let mut s = st.lock().unwrap();
-    let list = s.lists(kind).entry(id).or_default();
-    for a in t.accounts() {
-        list.upsert(&a, until);
+    let list = s.lists(kind).entry(id.clone()).or_default();
+    let accounts = t.accounts();
+    for a in &accounts {
+        list.upsert(a, until);
+    }
+    // A moderator who bans in a group may also remove the member: the
+    // vendor then reports a kick (the only callback near a ban).
+    if t.kick && kind == ListKind::Group {
+        let members: Vec<Value> = accounts
+            .iter()
+            .map(|a| json!({"Member_Account": a}))
+            .collect();
+        s.push_callback(
+            "Group.CallbackAfterMemberExit",
+            json!({"CallbackCommand": "Group.CallbackAfterMemberExit", "GroupId": id, "Type": "AVChatRoom",
+                "ExitType": "Kicked", "Operator_Account": "moderator", "ExitMemberList": members}),
+        );
     }
     ok(json!({"banned_until": until}))
 }
@@ -609,40 +708,227 @@ async fn ctl_unban(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) 
     ok(json!({"removed": n}))
 }
 
+fn pairs(user: &str, accounts: &[String]) -> Value {
+    Value::Array(
+        accounts
+            .iter()
+            .map(|a| json!({"From_Account": user, "To_Account": a}))
+            .collect(),
+    )
+}
+
 async fn ctl_block(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
     let Some(user) = t.user.clone() else {
         return bad("user missing");
     };
     let mut s = st.lock().unwrap();
     let at = t.at.unwrap_or_else(|| s.clock.now_s());
-    let list = s.users.entry(user).or_default();
-    for a in t.accounts() {
-        list.upsert(&a, at);
+    let list = s.users.entry(user.clone()).or_default();
+    let accounts = t.accounts();
+    for a in &accounts {
+        list.upsert(a, at);
     }
+    // The vendor fires this for client and REST changes alike.
+    s.push_callback(
+        "Sns.CallbackBlackListAdd",
+        json!({"CallbackCommand": "Sns.CallbackBlackListAdd", "PairList": pairs(&user, &accounts)}),
+    );
     ok(json!({"blocked_at": at}))
 }
 
 async fn ctl_unblock(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
-    ctl_unban(State(st), axum::Json(t)).await
+    let Some(user) = t.user.clone() else {
+        return bad("user missing");
+    };
+    let mut s = st.lock().unwrap();
+    let mut n = 0;
+    let accounts = t.accounts();
+    if let Some(list) = s.users.get_mut(&user) {
+        for a in &accounts {
+            n += usize::from(list.remove(a));
+        }
+    }
+    s.push_callback(
+        "Sns.CallbackBlackListDelete",
+        json!({"CallbackCommand": "Sns.CallbackBlackListDelete", "PairList": pairs(&user, &accounts)}),
+    );
+    ok(json!({"removed": n}))
 }
 
-async fn ctl_create(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
-    match t.list() {
-        Ok((kind, id)) => {
-            st.lock().unwrap().lists(kind).entry(id).or_default();
-            ok(json!({}))
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Create {
+    group: Option<String>,
+    room: Option<String>,
+    user: Option<String>,
+    /// A group's type (default `AVChatRoom`).
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// A room's audience (the listing sorts by it).
+    viewers: Option<u64>,
+}
+
+async fn ctl_create(State(st): State<Shared>, axum::Json(c): axum::Json<Create>) -> Response {
+    let mut s = st.lock().unwrap();
+    match (&c.group, &c.room, &c.user) {
+        (Some(g), None, None) => {
+            let kind = c.kind.clone().unwrap_or_else(|| "AVChatRoom".into());
+            let new = !s.groups.contains_key(g);
+            s.groups.entry(g.clone()).or_default();
+            s.group_types.insert(g.clone(), kind.clone());
+            if new {
+                let at = s.clock.now_ms();
+                s.push_callback(
+                    "Group.CallbackAfterCreateGroup",
+                    json!({"CallbackCommand": "Group.CallbackAfterCreateGroup", "GroupId": g, "Type": kind,
+                        "Operator_Account": "admin", "Owner_Account": "owner", "Name": g, "MemberList": [], "EventTime": at}),
+                );
+            }
+            ok(json!({"created": new}))
         }
-        Err(r) => *r,
+        (None, Some(r), None) => {
+            let new = !s.rooms.contains_key(r);
+            s.rooms.entry(r.clone()).or_default();
+            if let Some(v) = c.viewers {
+                s.viewers.insert(r.clone(), v);
+            }
+            if new {
+                s.push_callback(
+                    "Live.CallbackAfterCreateRoom",
+                    json!({"CallbackCommand": "Live.CallbackAfterCreateRoom",
+                        "RoomInfo": {"RoomId": r, "RoomType": "Live", "Owner_Account": "owner"}}),
+                );
+            }
+            ok(json!({"created": new}))
+        }
+        (None, None, Some(u)) => {
+            let new = !s.users.contains_key(u);
+            s.users.entry(u.clone()).or_default();
+            ok(json!({"created": new}))
+        }
+        _ => bad("name exactly one of group, room, user"),
     }
 }
 
 async fn ctl_destroy(State(st): State<Shared>, axum::Json(t): axum::Json<Target>) -> Response {
     match t.list() {
         Ok((kind, id)) => {
-            let existed = st.lock().unwrap().lists(kind).remove(&id).is_some();
+            let mut s = st.lock().unwrap();
+            let existed = s.lists(kind).remove(&id).is_some();
+            if existed {
+                match kind {
+                    ListKind::Group => {
+                        let ty = s
+                            .group_types
+                            .remove(&id)
+                            .unwrap_or_else(|| "AVChatRoom".into());
+                        s.push_callback(
+                            "Group.CallbackAfterGroupDestroyed",
+                            json!({"CallbackCommand": "Group.CallbackAfterGroupDestroyed", "GroupId": id,
+                                "Type": ty, "Owner_Account": "owner", "Name": id, "MemberList": []}),
+                        );
+                    }
+                    ListKind::Room => {
+                        s.viewers.remove(&id);
+                        s.push_callback(
+                            "Live.CallbackAfterDestroyRoom",
+                            json!({"CallbackCommand": "Live.CallbackAfterDestroyRoom", "RoomId": id}),
+                        );
+                    }
+                    ListKind::User => {}
+                }
+            }
             ok(json!({"existed": existed}))
         }
         Err(r) => *r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Viewers {
+    room: String,
+    viewers: u64,
+}
+
+async fn ctl_viewers(State(st): State<Shared>, axum::Json(v): axum::Json<Viewers>) -> Response {
+    st.lock().unwrap().viewers.insert(v.room, v.viewers);
+    ok(json!({}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallbackConfig {
+    /// The app's callback URL; absent or empty stops the callbacks.
+    url: Option<String>,
+    /// The callback token: with one, `Sign` and `RequestTime` are added.
+    token: Option<String>,
+}
+
+async fn ctl_callback(
+    State(st): State<Shared>,
+    axum::Json(c): axum::Json<CallbackConfig>,
+) -> Response {
+    let url = c.url.filter(|u| !u.is_empty());
+    let Some(url) = url else {
+        st.lock().unwrap().callbacks = None;
+        return ok(json!({"callbacks": false}));
+    };
+    if reqwest::Url::parse(&url).is_err() {
+        return bad("url is not a URL");
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = st.lock().unwrap().sdkappid;
+    tokio::spawn(push_callbacks(
+        st.clone(),
+        url.clone(),
+        c.token.clone(),
+        app,
+        rx,
+    ));
+    st.lock().unwrap().callbacks = Some(state::CallbackTarget {
+        url,
+        token: c.token,
+        queue: tx,
+    });
+    ok(json!({"callbacks": true}))
+}
+
+/// Sends queued callbacks in order, as the vendor would: one POST each,
+/// signed when a token is set, no retry. Ends when the target is replaced.
+async fn push_callbacks(
+    st: Shared,
+    url: String,
+    token: Option<String>,
+    app: u64,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client builds");
+    while let Some((command, body)) = rx.recv().await {
+        let now = st.lock().unwrap().clock.now_s().to_string();
+        let mut q: Vec<(&str, String)> = vec![
+            ("SdkAppid", app.to_string()),
+            ("CallbackCommand", command.clone()),
+            ("contenttype", "json".into()),
+            ("ClientIP", "127.0.0.1".into()),
+            ("OptPlatform", "RESTAPI".into()),
+        ];
+        if let Some(t) = &token {
+            q.push(("RequestTime", now.clone()));
+            q.push(("Sign", crate::hint::sign(t, &now)));
+        }
+        let sent = http.post(&url).query(&q).json(&body).send().await;
+        let mut s = st.lock().unwrap();
+        let stats = s.stats.entry("callbacks").or_default();
+        stats.calls += 1;
+        match sent {
+            Ok(r) if r.status().is_success() => stats.ok += 1,
+            _ => stats.errors += 1,
+        }
     }
 }
 
@@ -764,6 +1050,7 @@ async fn ctl_list(State(st): State<Shared>, Query(q): Query<ListQuery>) -> Respo
 struct SimConfigChange {
     rate_limit: Option<u32>,
     keep_expired: Option<bool>,
+    group_list_page: Option<u32>,
 }
 
 async fn ctl_config(
@@ -776,6 +1063,9 @@ async fn ctl_config(
     }
     if let Some(k) = c.keep_expired {
         s.keep_expired = k;
+    }
+    if let Some(p) = c.group_list_page {
+        s.group_list_page = p.clamp(1, crate::tencent::api::MAX_GROUP_LIST_PAGE);
     }
     ok(json!({"rate_limit": s.rate_limit, "keep_expired": s.keep_expired}))
 }

@@ -228,6 +228,28 @@ pub struct SimState {
     pub tick: u64,
     /// The tick at which the request being handled arrived.
     pub arrived: u64,
+    /// Group types (`GroupType` of the listing); a group not named here is
+    /// an `AVChatRoom`.
+    pub group_types: HashMap<String, String>,
+    /// Viewers per room: the room listing is sorted by them, most first,
+    /// so its pages shift as they change.
+    pub viewers: HashMap<String, u64>,
+    /// The most groups one listing page holds (the vendor's is 10000; tests
+    /// lower it to make the 1 call/s listing page).
+    pub group_list_page: u32,
+    /// Where the vendor's callbacks are pushed, if anywhere.
+    pub callbacks: Option<CallbackTarget>,
+    /// When each API last had an `Alert.RequestOverLimit` pushed.
+    pub alerted: HashMap<Api, Instant>,
+}
+
+/// The app's callback URL (and token) as set in the vendor's console.
+#[derive(Debug, Clone)]
+pub struct CallbackTarget {
+    pub url: String,
+    pub token: Option<String>,
+    /// Callbacks queued for sending, in order: (command, body).
+    pub queue: tokio::sync::mpsc::UnboundedSender<(String, serde_json::Value)>,
 }
 
 impl SimState {
@@ -252,7 +274,47 @@ impl SimState {
             holding: 0,
             tick: 0,
             arrived: 0,
+            group_types: HashMap::new(),
+            viewers: HashMap::new(),
+            group_list_page: crate::tencent::api::MAX_GROUP_LIST_PAGE,
+            callbacks: None,
+            alerted: HashMap::new(),
         }
+    }
+
+    /// Queues a callback to the app's callback URL (if one is set).
+    pub fn push_callback(&mut self, command: &str, body: serde_json::Value) {
+        if let Some(c) = &self.callbacks {
+            let _ = c.queue.send((command.to_string(), body));
+        }
+    }
+
+    /// The AVChatRoom groups (or those of `kind`), in listing order.
+    pub fn listed_groups(&self, kind: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|g| {
+                self.group_types
+                    .get(*g)
+                    .map_or("AVChatRoom", String::as_str)
+                    == kind
+            })
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The rooms in listing order: most viewers first.
+    pub fn listed_rooms(&self) -> Vec<String> {
+        let mut ids: Vec<(u64, String)> = self
+            .rooms
+            .keys()
+            .map(|r| (self.viewers.get(r).copied().unwrap_or(0), r.clone()))
+            .collect();
+        ids.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        ids.into_iter().map(|(_, r)| r).collect()
     }
 
     /// The next tick.
@@ -400,7 +462,9 @@ impl SimState {
     /// Counts a call against the API's rolling one-second window; false if
     /// it is over the limit (and then it is not counted as accepted).
     pub fn admit(&mut self, api: Api, now: Instant) -> bool {
-        let limit = self.rate_limit as usize;
+        let limit = api
+            .vendor_limit()
+            .map_or(self.rate_limit, |l| l.min(self.rate_limit)) as usize;
         let w = self.windows.entry(api).or_default();
         while w
             .front()
@@ -415,7 +479,26 @@ impl SimState {
             return false;
         }
         w.push_back(now);
-        stats.max_in_window = stats.max_in_window.max(w.len() as u64);
+        let in_window = w.len();
+        stats.max_in_window = stats.max_in_window.max(in_window as u64);
+        // The vendor warns when an API passes 80% of its limit (at most
+        // once a minute per API here).
+        if in_window * 5 > limit * 4
+            && limit >= 5
+            && self
+                .alerted
+                .get(&api)
+                .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            self.alerted.insert(api, now);
+            let (service, command) = api.path().split_once('/').unwrap_or_default();
+            self.push_callback(
+                "Alert.RequestOverLimit",
+                serde_json::json!({"ServiceName": service, "Command": command,
+                    "Request": in_window, "Limit": limit}),
+            );
+        }
+        let stats = self.stats.entry(api.path()).or_default();
         let sec = self.clock.now_s();
         *stats.per_second.entry(sec).or_default() += 1;
         true

@@ -12,10 +12,14 @@ pub enum Api {
     RoomUnban,
     GroupBan,
     GroupUnban,
+    /// The app's groups (discovery).
+    GroupList,
+    /// The app's live rooms (discovery).
+    RoomList,
 }
 
 impl Api {
-    pub const ALL: [Api; 7] = [
+    pub const ALL: [Api; 9] = [
         Api::GroupBanList,
         Api::RoomBanList,
         Api::BlockList,
@@ -23,6 +27,8 @@ impl Api {
         Api::RoomUnban,
         Api::GroupBan,
         Api::GroupUnban,
+        Api::GroupList,
+        Api::RoomList,
     ];
 
     /// `service/command`, as it appears after `/v4/`.
@@ -35,6 +41,18 @@ impl Api {
             Api::RoomUnban => "live_engine_http_srv/unban_member",
             Api::GroupBan => "group_open_http_svc/ban_group_member",
             Api::GroupUnban => "group_open_http_svc/unban_group_member",
+            Api::GroupList => "group_open_http_svc/get_appid_group_list",
+            Api::RoomList => "live_engine_http_srv/get_room_list",
+        }
+    }
+
+    /// The vendor's own limit for this API, where it is below the usual
+    /// 200 calls a second (NOTES.md): the pacer never goes faster.
+    pub fn vendor_limit(self) -> Option<u32> {
+        match self {
+            Api::GroupList => Some(1),
+            Api::RoomList => Some(10),
+            _ => None,
         }
     }
 
@@ -137,6 +155,29 @@ pub struct GroupUnbanRequest<'a> {
     pub members: &'a [String],
 }
 
+/// The most groups one `get_appid_group_list` page may hold.
+pub const MAX_GROUP_LIST_PAGE: u32 = 10_000;
+/// The most rooms one `get_room_list` page may hold.
+pub const MAX_ROOM_LIST_PAGE: u32 = 20;
+
+#[derive(Debug, Serialize)]
+pub struct GroupListRequest<'a> {
+    #[serde(rename = "Limit")]
+    pub limit: u32,
+    #[serde(rename = "Next")]
+    pub next: u64,
+    #[serde(rename = "GroupType")]
+    pub group_type: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RoomListRequest<'a> {
+    #[serde(rename = "Next")]
+    pub next: &'a str,
+    #[serde(rename = "Count")]
+    pub count: u32,
+}
+
 /// The envelope every answer carries.
 #[derive(Debug, Clone, Copy)]
 pub struct Envelope<'a> {
@@ -235,6 +276,48 @@ vendor_response!(BlockListResponse {
 });
 
 vendor_response!(PlainResponse {});
+
+#[derive(Debug, Deserialize)]
+pub struct GroupIdItem {
+    #[serde(rename = "GroupId")]
+    pub group_id: String,
+}
+
+vendor_response!(GroupListResponse {
+    #[serde(rename = "GroupIdList", default)]
+    groups: Option<Vec<GroupIdItem>>,
+    /// 0 ends the listing; a u64 that may not fit a double.
+    #[serde(rename = "Next", default)]
+    next: Option<u64>,
+    #[serde(rename = "TotalCount", default)]
+    total: Option<u64>,
+});
+
+#[derive(Debug, Deserialize)]
+pub struct RoomItem {
+    #[serde(rename = "RoomId")]
+    pub room_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RoomListBody {
+    #[serde(rename = "Next", default)]
+    pub next: Option<String>,
+    #[serde(rename = "RoomList", default)]
+    pub rooms: Option<Vec<RoomItem>>,
+}
+
+vendor_response!(
+    /// Wrapped in `Response` like the other live endpoints; flat accepted.
+    RoomListResponse {
+        #[serde(rename = "Response", default)]
+        response: Option<RoomListBody>,
+        #[serde(rename = "Next", default)]
+        next: Option<String>,
+        #[serde(rename = "RoomList", default)]
+        rooms: Option<Vec<RoomItem>>,
+    }
+);
 
 #[cfg(test)]
 mod tests {

@@ -142,7 +142,14 @@ impl TencentClient {
         let origin = tokio::time::Instant::now();
         let pacers = Api::ALL
             .iter()
-            .map(|_| Pacer::on_grid_from(settings.requests_per_second, origin))
+            .map(|api| {
+                let rate = api
+                    .vendor_limit()
+                    .map_or(settings.requests_per_second, |l| {
+                        l.min(settings.requests_per_second)
+                    });
+                Pacer::on_grid_from(rate, origin)
+            })
             .collect();
         let endpoints = settings
             .base_urls
@@ -175,6 +182,17 @@ impl TencentClient {
 
     pub fn pacer(&self, api: Api) -> &Pacer {
         &self.pacers[api.index()]
+    }
+
+    /// Halves this client's rate for `api` for `period` (the vendor's
+    /// `Alert.RequestOverLimit`: the app as a whole is near the limit).
+    pub fn slow_down(&self, api: Api, period: Duration) {
+        tracing::warn!(
+            api = api.path(),
+            for_s = period.as_secs(),
+            "the vendor says this API is near its limit: halving bansync's rate for it"
+        );
+        self.pacer(api).slow_down(period);
     }
 
     /// The signed part of the query string (sdkappid, identifier, usersig),

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod client;
 pub mod errors;
+pub mod listing;
 pub mod pacer;
 pub mod usersig;
 pub mod walk;

@@ -50,6 +50,8 @@ pub struct Pacer {
     budget: usize,
     /// When the sends of the last second went out, oldest first.
     sent: Mutex<VecDeque<Instant>>,
+    /// Until when the rate is halved (`slow_down`).
+    slowed_until: Mutex<Option<Instant>>,
 }
 
 impl Pacer {
@@ -67,6 +69,7 @@ impl Pacer {
             next: Mutex::new(origin),
             budget: send_budget(per_second),
             sent: Mutex::new(VecDeque::new()),
+            slowed_until: Mutex::new(None),
         }
     }
 
@@ -77,10 +80,28 @@ impl Pacer {
     /// Reserves the next free slot and returns when it is due. Slots are
     /// handed out in order, so concurrent callers queue fairly.
     pub fn reserve(&self) -> Instant {
+        let slowed = self.slowed(Instant::now());
         let mut next = self.next.lock().unwrap();
         let slot = self.on_grid((*next).max(Instant::now()));
-        *next = slot + self.interval;
+        *next = slot
+            + if slowed {
+                self.interval * 2
+            } else {
+                self.interval
+            };
         slot
+    }
+
+    /// Halves the rate for `period` from now (a later call extends it).
+    pub fn slow_down(&self, period: Duration) {
+        let until = Instant::now() + period;
+        let mut s = self.slowed_until.lock().unwrap();
+        *s = Some(s.map_or(until, |u| u.max(until)));
+    }
+
+    /// Whether the rate is halved at `now`.
+    pub fn slowed(&self, now: Instant) -> bool {
+        self.slowed_until.lock().unwrap().is_some_and(|u| now < u)
     }
 
     /// The first grid point at or after `t`.
@@ -112,7 +133,12 @@ impl Pacer {
         {
             sent.pop_front();
         }
-        if sent.len() < self.budget {
+        let budget = if self.slowed(now) {
+            (self.budget / 2).max(1)
+        } else {
+            self.budget
+        };
+        if sent.len() < budget {
             sent.push_back(now);
             None
         } else {
@@ -216,6 +242,39 @@ mod tests {
         assert!(
             span < Duration::from_secs_f64(600.0 / 194.0 + 0.3),
             "{span:?}"
+        );
+    }
+
+    /// `Alert.RequestOverLimit`: half the rate for five minutes, then the
+    /// full rate again (on tokio's paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn slow_down_halves_the_rate_for_its_period() {
+        let p = Pacer::new(100);
+        let count_in = |p: &Pacer, d: Duration| {
+            let end = Instant::now() + d;
+            let mut n = 0;
+            while p.reserve() < end {
+                n += 1;
+            }
+            n
+        };
+        let full = count_in(&p, Duration::from_secs(10));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        p.slow_down(Duration::from_secs(300));
+        let slow = count_in(&p, Duration::from_secs(10));
+        assert!(
+            (full / 2 - 2..=full / 2 + 2).contains(&slow),
+            "{full} then {slow}"
+        );
+        tokio::time::advance(Duration::from_secs(298)).await;
+        assert!(p.slowed(Instant::now()), "still within five minutes");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(!p.slowed(Instant::now()));
+        let _ = p.reserve();
+        let again = count_in(&p, Duration::from_secs(10));
+        assert!(
+            (full - 2..=full + 2).contains(&again),
+            "{full} then {again}"
         );
     }
 
