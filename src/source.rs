@@ -189,6 +189,34 @@ mod tests {
     }
 }
 
+/// How a source came to be watched (`status --json`'s `origin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Listed under `[sources]`.
+    Configured,
+    /// Found in a listing (`[discovery]`).
+    Discovered,
+    /// Named by a vendor callback (a created room or group, an enrolled
+    /// blocklist).
+    Callback,
+}
+
+impl Origin {
+    pub const ALL: [Origin; 3] = [Origin::Configured, Origin::Discovered, Origin::Callback];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Configured => "configured",
+            Origin::Discovered => "discovered",
+            Origin::Callback => "callback",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Origin> {
+        Origin::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
 /// One entry of a list: for ban lists `value` is `BannedUntil`, for
 /// blocklists `AddBlackTimeStamp` (Unix seconds).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

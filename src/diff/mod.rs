@@ -104,6 +104,25 @@ pub fn diff(
     diff_walk(kind, stored, walked, now_ms, first_walk, initial, true)
 }
 
+/// The changes a baselined first walk still reports: the entries a
+/// callback named (an enrolling blocklist callback's pairs) that the walk
+/// shows, as `*.added`. Ended bans are not bans; accounts the walk does not
+/// show are not reported (they were undone before the walk).
+pub fn announced(
+    kind: SourceKind,
+    walked: &[Entry],
+    accounts: &[String],
+    now_ms: i64,
+) -> Vec<Change> {
+    let now = now_ms.div_euclid(1000);
+    walked
+        .iter()
+        .filter(|w| accounts.contains(&w.account))
+        .filter(|w| !(kind.is_ban_list() && w.value <= now))
+        .map(|w| Change::entry(EventType::added(kind), &w.account, w.value, None, now_ms))
+        .collect()
+}
+
 /// [`diff`], for a walk that may not be trusted about absences: when the
 /// list kept shifting under the walk (`trust_absences` false), what it saw
 /// is applied, but nothing it did not see moves toward a lift or removal.

@@ -4,13 +4,14 @@
 //! these methods and nothing else. Each runs as one job of the writer (one
 //! savepoint: all of it or none of it).
 
+use super::found::{self, ListingDelta};
 use super::mirrors::{self, Job};
 use super::ops::{self, AttemptOutcome, CommittedEvent, WalkOutcome, WalkReport};
 use super::propagation::Planned;
 use super::{OwedDelivery, Result, Store};
 use crate::diff::Initial;
 use crate::mirror::{Answer, Read, Request, Window};
-use crate::source::SourceSpec;
+use crate::source::{Origin, SourceKind, SourceSpec};
 
 /// A webhook's owed work as the dispatcher rescans it.
 #[derive(Debug, Clone)]
@@ -47,9 +48,66 @@ impl Store {
             for s in &sources {
                 ops::source_row(ctx, s)?;
             }
-            Ok(())
+            found::configured(ctx, &sources)
         })
         .await
+    }
+
+    /// Applies one listing of `kind` (see `found::record_listing`).
+    pub async fn record_listing(
+        &self,
+        kind: SourceKind,
+        listed: Vec<SourceSpec>,
+        admitted: Vec<SourceSpec>,
+        complete: bool,
+        error: Option<String>,
+        now_ms: i64,
+    ) -> Result<ListingDelta> {
+        self.write(move |ctx| {
+            found::record_listing(
+                ctx,
+                kind,
+                &listed,
+                &admitted,
+                complete,
+                error.as_deref(),
+                now_ms,
+            )
+        })
+        .await
+    }
+
+    /// Records sources a callback named (a created group or room); returns
+    /// those that are new or back from retirement.
+    pub async fn found_by_callback(&self, specs: Vec<SourceSpec>) -> Result<Vec<SourceSpec>> {
+        self.write(move |ctx| {
+            let mut out = Vec::new();
+            for s in specs {
+                if found::found(ctx, &s, Origin::Callback)? {
+                    out.push(s);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Enrols a blocklist named by a callback, with the accounts its first
+    /// walk reports. True if it is new or back from retirement.
+    pub async fn enrol(&self, spec: SourceSpec, accounts: Vec<String>) -> Result<bool> {
+        self.write(move |ctx| found::enrol(ctx, &spec, &accounts))
+            .await
+    }
+
+    /// Stops walking a found source the vendor no longer has.
+    pub async fn retire(&self, spec: SourceSpec, now_ms: i64) -> Result<bool> {
+        self.write(move |ctx| found::retire(ctx, &spec, now_ms))
+            .await
+    }
+
+    /// Every found source not retired, with how it was found.
+    pub async fn found_sources(&self) -> Result<Vec<(SourceSpec, Origin)>> {
+        self.write(move |ctx| found::found_sources(ctx.conn)).await
     }
 
     /// Commits a walk's outcome: the diff, its events and the deliveries

@@ -9,7 +9,8 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use super::queries::{
-    self, DeadDelivery, EventFilter, EventRow, MirrorRow, SourceStatus, WebhookStatus,
+    self, DeadDelivery, EventFilter, EventRow, ListingStatus, MirrorRow, SourceStatus,
+    WebhookStatus,
 };
 use super::{Result, StoreError, connect, migrate, ops};
 use crate::config::WebhookSettings;
@@ -61,6 +62,10 @@ impl Direct {
     }
 
     /// Every webhook's delivery counts, for `status`.
+    pub fn listings(&self) -> Result<Vec<ListingStatus>> {
+        queries::listings(&self.conn)
+    }
+
     pub fn webhooks(&self, names: &[String]) -> Result<Vec<WebhookStatus>> {
         queries::webhooks(&self.conn, names)
     }

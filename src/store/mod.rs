@@ -5,6 +5,7 @@
 
 mod api;
 mod direct;
+mod found;
 mod mirrors;
 mod ops;
 mod propagation;
@@ -13,10 +14,13 @@ mod schema;
 
 pub use api::{Finished, OwedLanes};
 pub use direct::Direct;
+pub use found::ListingDelta;
 pub use mirrors::{Job, JobAction};
 pub use ops::{AttemptOutcome, CommittedEvent, WalkOutcome, WalkReport};
 pub use propagation::{MAX_ATTEMPTS, MAX_RETRY_DELAY_MS, Planned};
-pub use queries::{DeadDelivery, EventFilter, EventRow, MirrorRow, SourceStatus, WebhookStatus};
+pub use queries::{
+    DeadDelivery, EventFilter, EventRow, ListingStatus, MirrorRow, SourceStatus, WebhookStatus,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

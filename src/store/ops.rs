@@ -312,9 +312,16 @@ pub fn apply_walk(
                 report.events.push(emit(ctx, row.id, spec, &c, now_ms)?);
             }
             let stored = load_entries(ctx, row.id)?;
-            let outcome = diff::diff_walk(
+            let mut outcome = diff::diff_walk(
                 spec.kind, &stored, &entries, now_ms, first_walk, initial, stable,
             );
+            if first_walk {
+                let named = super::found::take_announced(ctx, row.id)?;
+                if initial == Initial::Baseline && !named.is_empty() {
+                    let extra = diff::announced(spec.kind, &entries, &named, now_ms);
+                    outcome.changes.extend(extra);
+                }
+            }
             write_entries(ctx, row.id, spec.kind, &outcome.upserts, &outcome.deletes)?;
             // The fingerprint of what is now stored, not of this walk.
             let held = diff::digest_pairs(diff::stored_after(&stored, &outcome));

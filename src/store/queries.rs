@@ -11,6 +11,10 @@ use crate::source::SourceKind;
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceStatus {
     pub source: String,
+    /// configured | discovered | callback
+    pub origin: String,
+    /// When a found source was retired (gone from listings and vendor).
+    pub retired: Option<String>,
     pub status: String,
     pub last_complete_walk: Option<String>,
     pub entries: i64,
@@ -20,6 +24,36 @@ pub struct SourceStatus {
     pub last_error_at: Option<String>,
     pub consecutive_failures: i64,
     pub events: i64,
+}
+
+/// A discovery listing's record (`status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ListingStatus {
+    pub kind: String,
+    pub last_complete_listing: Option<String>,
+    #[serde(skip)]
+    pub last_complete_ms: Option<i64>,
+    pub last_attempt: Option<String>,
+    pub found: i64,
+    pub last_error: Option<String>,
+}
+
+pub fn listings(conn: &Connection) -> Result<Vec<ListingStatus>> {
+    let mut stmt = conn.prepare(
+        "SELECT kind, last_complete_at, last_attempt_at, found, last_error FROM listings ORDER BY kind",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let complete: Option<i64> = r.get(1)?;
+        Ok(ListingStatus {
+            kind: r.get(0)?,
+            last_complete_listing: ts(complete),
+            last_complete_ms: complete,
+            last_attempt: ts(r.get(2)?),
+            found: r.get(3)?,
+            last_error: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,12 +74,14 @@ fn ts(ms: Option<i64>) -> Option<String> {
 pub fn sources(conn: &Connection) -> Result<Vec<SourceStatus>> {
     let mut stmt = conn.prepare(
         "SELECT spec, status, last_complete_walk_at, entries, pending_absent, walks, last_error, last_error_at,
-                consecutive_failures, next_seq - 1
+                consecutive_failures, next_seq - 1, origin, retired_at
          FROM sources ORDER BY spec",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(SourceStatus {
             source: r.get(0)?,
+            origin: r.get(10)?,
+            retired: ts(r.get(11)?),
             status: r.get(1)?,
             last_complete_walk: ts(r.get(2)?),
             entries: r.get(3)?,
@@ -288,6 +324,18 @@ pub fn gauges(conn: &Connection, webhook_names: &[String], now_ms: i64) -> Resul
             g.sources_by_kind_status
                 .push((kind.as_str(), status, n as u64));
         }
+    }
+    for origin in crate::source::Origin::ALL {
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM sources WHERE origin = ?1 AND retired_at IS NULL",
+            [origin.as_str()],
+            |r| r.get(0),
+        )?;
+        g.sources_by_origin.push((origin.as_str(), n as u64));
+    }
+    for l in listings(conn)? {
+        g.listings
+            .push((l.kind, l.last_complete_ms.map(|m| m / 1000), l.found as u64));
     }
     for w in webhooks(conn, webhook_names)? {
         if !webhook_names.contains(&w.webhook) {

@@ -158,4 +158,22 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX propagations_origin_event ON propagations(origin_event);
     CREATE INDEX mirrors_origin_event ON mirrors(origin_event);
     "#,
+    // 5: sources found by discovery or named by callbacks, and the listings.
+    r#"
+    -- configured | discovered | callback
+    ALTER TABLE sources ADD COLUMN origin TEXT NOT NULL DEFAULT 'configured';
+    -- consecutive complete listings of its kind that did not show it
+    ALTER TABLE sources ADD COLUMN missing_listings INTEGER NOT NULL DEFAULT 0;
+    -- set when a source gone from the listings and the vendor is retired
+    ALTER TABLE sources ADD COLUMN retired_at INTEGER;
+    -- JSON array: accounts an enrolling callback named, reported by the first walk
+    ALTER TABLE sources ADD COLUMN announce TEXT;
+    CREATE TABLE listings (
+        kind TEXT PRIMARY KEY,
+        last_complete_at INTEGER,
+        last_attempt_at INTEGER,
+        found INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    "#,
 ];
