@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::callback::{CallbackPlan, Worker};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::delivery::{Control, Dispatcher};
@@ -14,9 +15,10 @@ use crate::metrics::Metrics;
 use crate::propagate::Propagator;
 use crate::store::{EmitConfig, Store, StoreError};
 use crate::sync::Syncer;
+use crate::sync::discovery::{Discovery, DiscoveryPlan};
 use crate::sync::expiry::ExpiryTimer;
 use crate::sync::retention::Retention;
-use crate::sync::scheduler::{Plan, Scheduler};
+use crate::sync::scheduler::{Plan, Request, Scheduler};
 use crate::tencent::{RetryPolicy, SharedClient, TencentClient};
 
 /// How the outside steers a running daemon.
@@ -62,7 +64,107 @@ fn plan(s: &Settings, syncer: Syncer) -> Plan {
         schedule: s.sync.schedule.clone(),
         confirm_delay: s.sync.confirm_delay,
         max_concurrent_walks: s.sync.max_concurrent_walks,
+        found_filter: s.found_filter(),
     }
+}
+
+fn discovery_plan(s: &Settings) -> DiscoveryPlan {
+    DiscoveryPlan {
+        settings: s.discovery.clone(),
+        configured: s.sources.iter().cloned().collect(),
+    }
+}
+
+fn callback_plan(s: &Settings) -> Option<CallbackPlan> {
+    Some(CallbackPlan {
+        app: s.tencent.sdkappid,
+        settings: s.callback.clone()?,
+        filter: s.found_filter(),
+        configured: s.sources.iter().cloned().collect(),
+    })
+}
+
+/// The callback listener: its task, its own stop, and what it serves.
+struct CallbackListener {
+    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    plan: watch::Sender<CallbackPlan>,
+    at: (std::net::SocketAddr, String),
+}
+
+/// Context for (re)starting the callback listener.
+struct CallbackParts {
+    work: crate::callback::WorkSender,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    stop: watch::Receiver<bool>,
+}
+
+/// Starts, moves, updates or stops the callback listener to match `plan`.
+/// A new address that cannot be bound keeps the old listener.
+async fn apply_callback(
+    current: Option<CallbackListener>,
+    plan: Option<CallbackPlan>,
+    parts: &CallbackParts,
+) -> Option<CallbackListener> {
+    let Some(plan) = plan else {
+        if let Some(c) = current {
+            let _ = c.stop.send(true);
+            let _ = c.task.await;
+            tracing::info!("callback listener stopped");
+        }
+        return None;
+    };
+    let at = (plan.settings.listen, plan.settings.path.clone());
+    if let Some(c) = &current
+        && c.at == at
+    {
+        let _ = c.plan.send(plan);
+        return current;
+    }
+    let listener = match tokio::net::TcpListener::bind(at.0).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listen = %at.0, error = %e, "cannot listen for callbacks; keeping what was");
+            return current;
+        }
+    };
+    if let Some(c) = current {
+        let _ = c.stop.send(true);
+        let _ = c.task.await;
+    }
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(listen = %bound, path = %at.1, signed = plan.settings.token.is_some(), "listening for vendor callbacks");
+    let (plan_tx, plan_rx) = watch::channel(plan);
+    let (stop_tx, own_stop) = watch::channel(false);
+    let mut outer = parts.stop.clone();
+    let (work, metrics, clock) = (
+        parts.work.clone(),
+        parts.metrics.clone(),
+        parts.clock.clone(),
+    );
+    let task = tokio::spawn(async move {
+        // Stops with the daemon or on its own signal.
+        let (merged_tx, merged) = watch::channel(false);
+        let mut own = own_stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = outer.wait_for(|s| *s) => {}
+                _ = own.wait_for(|s| *s) => {}
+            }
+            let _ = merged_tx.send(true);
+        });
+        crate::callback::serve(listener, plan_rx, work, metrics, clock, merged).await
+    });
+    Some(CallbackListener {
+        task,
+        stop: stop_tx,
+        plan: plan_tx,
+        at,
+    })
 }
 
 /// What the store takes from a configuration, at start-up and on every
@@ -175,8 +277,55 @@ pub async fn run(
         clock.clone(),
     );
     let (plan_tx, plan_rx) = mpsc::unbounded_channel();
-    let scheduler = Scheduler::new(plan(&settings, syncer));
-    let sched_task = tokio::spawn(scheduler.run(plan_rx, stop.clone(), grace.walks));
+    let (requests, requests_rx) = mpsc::channel(crate::callback::QUEUE);
+    let scheduler = Scheduler::new(plan(&settings, syncer)).with_metrics(metrics.clone());
+    let sched_task = tokio::spawn(scheduler.run(plan_rx, requests_rx, stop.clone(), grace.walks));
+    // Sources found before (discovered, enrolled) are remembered.
+    watch_found(&store, &requests).await;
+
+    let (discovery_tx, discovery_rx) = watch::channel(discovery_plan(&settings));
+    let discovery = Discovery {
+        client: shared_client.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        requests: requests.clone(),
+    };
+    tasks.spawn(discovery.run(discovery_rx, stop.clone()));
+
+    let (work_tx, work_rx) = crate::callback::queue();
+    let first_callback_plan = callback_plan(&settings).unwrap_or_else(|| CallbackPlan {
+        app: settings.tencent.sdkappid,
+        settings: crate::config::CallbackSettings {
+            listen: ([127, 0, 0, 1], 0).into(),
+            path: String::new(),
+            token: None,
+            token_origin: None,
+            enrol_blocklists: false,
+        },
+        filter: settings.found_filter(),
+        configured: Default::default(),
+    });
+    let (worker_plan_tx, worker_plan) = watch::channel(first_callback_plan);
+    let worker = Worker::new(
+        store.clone(),
+        shared_client.clone(),
+        requests.clone(),
+        metrics.clone(),
+    );
+    let worker_task = tokio::spawn(worker.run(worker_plan, work_rx));
+    let callback_parts = CallbackParts {
+        work: work_tx,
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        stop: stop.clone(),
+    };
+    let mut callbacks = apply_callback(None, callback_plan(&settings), &callback_parts).await;
+    if let Some(c) = &settings.callback
+        && callbacks.is_none()
+    {
+        anyhow::bail!("callback.listen: cannot listen on {}", c.listen);
+    }
 
     ready.store(true, Ordering::Relaxed);
     on_ready();
@@ -191,6 +340,15 @@ pub async fn run(
             Some(next) = reload.recv() => {
                 apply_reload(&current, &next, &shared_client, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone(), &clock).await;
                 let _ = retention_tx.send(next.retention);
+                // The scheduler took the new filter: offer it every found
+                // source again (one a filter dropped may be admitted now).
+                watch_found(&store, &requests).await;
+                let d = discovery_plan(&next);
+                discovery_tx.send_if_modified(|p| if *p != d { *p = d; true } else { false });
+                if let Some(p) = callback_plan(&next) {
+                    let _ = worker_plan_tx.send(p);
+                }
+                callbacks = apply_callback(callbacks, callback_plan(&next), &callback_parts).await;
                 current = next;
             }
         }
@@ -203,10 +361,29 @@ pub async fn run(
     }
     let _ = prop_stop_tx.send(true);
     let _ = prop_task.await;
+    if let Some(c) = callbacks.take() {
+        let _ = c.stop.send(true);
+        let _ = c.task.await;
+    }
+    drop(callback_parts);
+    worker_task.abort();
     let _ = dispatch_task.await;
     tasks.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Hands the scheduler every found source the store remembers.
+async fn watch_found(store: &Store, requests: &mpsc::Sender<Request>) {
+    match store.found_sources().await {
+        Ok(found) if !found.is_empty() => {
+            let _ = requests
+                .send(Request::Watch(found.into_iter().map(|(s, _)| s).collect()))
+                .await;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "cannot read the found sources"),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

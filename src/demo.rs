@@ -147,6 +147,12 @@ async fn run(duration: Duration) -> ExitCode {
         let _ = axum::serve(receiver_listener, app).await;
     });
 
+    // The vendor's callbacks come to the daemon's callback listener.
+    let callback_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(9188);
+    let token = "demo-callback-token";
     let config_path = dir.join("bansync.toml");
     let toml = format!(
         r#"# Written by `bansync demo`: the daemon's configuration for this run.
@@ -160,7 +166,7 @@ base_url = "{base}"
 path = "{store}"
 
 [sync]
-interval = "3s"
+interval = "10s"
 confirm_delay = "1s"
 initial = "baseline"
 
@@ -181,6 +187,14 @@ lift = true
 
 [http]
 listen = "127.0.0.1:0"
+
+[discovery]
+include = ["group:*", "room:*"]
+interval = "5s"
+
+[callback]
+listen = "127.0.0.1:{callback_port}"
+token = "{token}"
 "#,
         app = sim::DEMO_SDKAPPID,
         admin = sim::DEMO_IDENTIFIER,
@@ -203,10 +217,16 @@ listen = "127.0.0.1:0"
     println!(
         "  receiver      http://{receiver_addr}/hook  (verifies each signature, prints each event)"
     );
+    println!(
+        "  callbacks     http://127.0.0.1:{callback_port}/tencent/callback  (the simulator calls back, signed, as the vendor does)"
+    );
     println!("  configuration {}", config_path.display());
     println!("  store         {}", settings.store_path.display());
     println!(
-        "The first walk records what is already banned (baseline); every change after it arrives below.\n"
+        "The first walk records what is already banned (baseline); every change after it arrives below."
+    );
+    println!(
+        "Sweeps run every 10 s; a callback (a block, a room created or dissolved) makes bansync look at once.\n"
     );
 
     let (stop_tx, stop) = watch::channel(false);
@@ -225,6 +245,23 @@ listen = "127.0.0.1:0"
         RetryPolicy::default(),
         Grace::default(),
     ));
+    // The vendor's console: callbacks to the daemon, signed with the token.
+    let callback_url = format!("http://127.0.0.1:{callback_port}/tencent/callback");
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", callback_port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    control(
+        &base,
+        "callback",
+        json!({"url": callback_url, "token": token}),
+    )
+    .await;
 
     // The script: (seconds from start, what happens, control call).
     let script: Vec<(u64, &str, &str, Value)> = vec![
@@ -236,15 +273,27 @@ listen = "127.0.0.1:0"
         ),
         (
             6,
-            "alice blocks dave",
+            "alice blocks dave (the vendor calls back: bansync walks her blocklist at once)",
             "block",
             json!({"user": "alice", "account": "dave"}),
+        ),
+        (
+            7,
+            "room live-9 is created (the vendor calls back: it is watched at once)",
+            "create",
+            json!({"room": "live-9", "viewers": 120}),
         ),
         (
             8,
             "spammer2 is banned in the group for 10 min (mirrored to live-2; room:ghost does not exist)",
             "ban",
             json!({"group": "@TGS#demo", "account": "spammer2", "duration": 600}),
+        ),
+        (
+            10,
+            "a moderator bans troll1 in the new room live-9 for 10 min",
+            "ban",
+            json!({"room": "live-9", "account": "troll1", "duration": 600}),
         ),
         (
             12,
@@ -272,7 +321,7 @@ listen = "127.0.0.1:0"
         ),
         (
             28,
-            "room live-3 is dissolved",
+            "room live-3 is dissolved (the vendor calls back: bansync looks at once)",
             "destroy",
             json!({"room": "live-3"}),
         ),

@@ -74,10 +74,21 @@ pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_s
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    serve_capped(listener, app, stop, MAX_CONNECTIONS).await
+}
+
+/// [`serve`] with its own connection cap (the callback listener takes the
+/// vendor's bursts, so it allows more than the operator's endpoints).
+pub async fn serve_capped(
+    listener: tokio::net::TcpListener,
+    app: Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    max_connections: usize,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         let sock = tokio::select! {
             accepted = listener.accept() => match accepted {

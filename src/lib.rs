@@ -2,6 +2,7 @@
 //! complete walk against SQLite, and delivers every change as a signed
 //! webhook. See ARCHITECTURE.md for the map.
 
+pub mod callback;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod demo;
 pub mod diff;
 pub mod duration;
 pub mod event;
+pub mod hint;
 pub mod http;
 pub mod logging;
 pub mod metrics;

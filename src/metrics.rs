@@ -61,6 +61,10 @@ struct Inner {
     deliveries: BTreeMap<(String, &'static str), u64>,
     delivery_latency: BTreeMap<String, Histogram>,
     propagations: BTreeMap<&'static str, u64>,
+    hinted_walks: BTreeMap<&'static str, u64>,
+    retired: BTreeMap<&'static str, u64>,
+    callbacks: BTreeMap<(&'static str, &'static str), u64>,
+    listings: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 /// Figures read from the store at scrape time.
@@ -72,6 +76,10 @@ pub struct Gauges {
     pub last_walk_by_kind: Vec<(&'static str, Option<i64>, Option<i64>)>,
     /// Per webhook: pending, dead, age of the oldest owed delivery (s), disabled.
     pub webhooks: Vec<(String, u64, u64, f64, bool)>,
+    /// Sources not retired, by origin (configured, discovered, callback).
+    pub sources_by_origin: Vec<(&'static str, u64)>,
+    /// Per listed kind: the last complete listing (Unix s) and what it found.
+    pub listings: Vec<(String, Option<i64>, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +139,44 @@ impl Metrics {
                 .or_default()
                 .observe(LATENCY_BUCKETS, d.as_secs_f64());
         }
+    }
+
+    /// A walk a callback moved earlier.
+    pub fn hinted_walk(&self, kind: &'static str) {
+        *self
+            .inner
+            .lock()
+            .unwrap()
+            .hinted_walks
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    /// A found source retired (gone from the listings and the vendor).
+    pub fn retired(&self, kind: &'static str) {
+        *self.inner.lock().unwrap().retired.entry(kind).or_default() += 1;
+    }
+
+    /// A callback, by command (`hint::command_label`) and outcome.
+    pub fn callback(&self, command: &'static str, outcome: &'static str) {
+        *self
+            .inner
+            .lock()
+            .unwrap()
+            .callbacks
+            .entry((command, outcome))
+            .or_default() += 1;
+    }
+
+    /// A discovery listing by kind and outcome (complete, partial).
+    pub fn listing(&self, kind: &'static str, outcome: &'static str) {
+        *self
+            .inner
+            .lock()
+            .unwrap()
+            .listings
+            .entry((kind, outcome))
+            .or_default() += 1;
     }
 
     pub fn propagation(&self, outcome: &'static str, n: u64) {
@@ -243,7 +289,82 @@ impl Metrics {
         for (o, n) in &m.propagations {
             let _ = writeln!(out, "bansync_propagations_total{{outcome=\"{o}\"}} {n}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP bansync_hinted_walks_total Walks a vendor callback moved earlier, by kind."
+        );
+        let _ = writeln!(out, "# TYPE bansync_hinted_walks_total counter");
+        for (k, n) in &m.hinted_walks {
+            let _ = writeln!(out, "bansync_hinted_walks_total{{kind=\"{k}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bansync_sources_retired_total Found sources retired: missing from two listings and gone at the vendor."
+        );
+        let _ = writeln!(out, "# TYPE bansync_sources_retired_total counter");
+        for (k, n) in &m.retired {
+            let _ = writeln!(out, "bansync_sources_retired_total{{kind=\"{k}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bansync_callbacks_total Vendor callbacks by command and outcome (accepted, refused_*, bad_body)."
+        );
+        let _ = writeln!(out, "# TYPE bansync_callbacks_total counter");
+        for ((c, o), n) in &m.callbacks {
+            let _ = writeln!(
+                out,
+                "bansync_callbacks_total{{command=\"{c}\",outcome=\"{o}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bansync_discovery_listings_total Discovery listings by kind and outcome."
+        );
+        let _ = writeln!(out, "# TYPE bansync_discovery_listings_total counter");
+        for ((k, o), n) in &m.listings {
+            let _ = writeln!(
+                out,
+                "bansync_discovery_listings_total{{kind=\"{k}\",outcome=\"{o}\"}} {n}"
+            );
+        }
         drop(m);
+        let _ = writeln!(
+            out,
+            "# HELP bansync_sources_by_origin Sources not retired, by how they came to be watched."
+        );
+        let _ = writeln!(out, "# TYPE bansync_sources_by_origin gauge");
+        for (o, n) in &g.sources_by_origin {
+            let _ = writeln!(out, "bansync_sources_by_origin{{origin=\"{o}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bansync_discovery_last_complete_listing_timestamp_seconds The last complete listing, by kind."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE bansync_discovery_last_complete_listing_timestamp_seconds gauge"
+        );
+        for (k, at, _) in &g.listings {
+            if let Some(t) = at {
+                let _ = writeln!(
+                    out,
+                    "bansync_discovery_last_complete_listing_timestamp_seconds{{kind=\"{}\"}} {t}",
+                    escape(k)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bansync_discovery_listed Sources the last complete listing found, by kind."
+        );
+        let _ = writeln!(out, "# TYPE bansync_discovery_listed gauge");
+        for (k, _, n) in &g.listings {
+            let _ = writeln!(
+                out,
+                "bansync_discovery_listed{{kind=\"{}\"}} {n}",
+                escape(k)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP bansync_entries Entries held (bans and blocks) by source kind."

@@ -33,13 +33,26 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> CliResult {
     let sources = conn.sources().map_err(fail)?;
     let names: Vec<String> = settings.webhooks.iter().map(|w| w.name.clone()).collect();
     let hooks = conn.webhooks(&names).map_err(fail)?;
+    let listings = conn.listings().map_err(fail)?;
     let configured: Vec<String> = settings.sources.iter().map(|s| s.to_string()).collect();
+    let filter = settings.found_filter();
+    // Whether this configuration walks it: listed, or found, admitted by
+    // the filters and not retired.
+    let watched = |s: &crate::store::SourceStatus| {
+        configured.contains(&s.source)
+            || (s.origin != "configured"
+                && s.retired.is_none()
+                && s.source
+                    .parse::<crate::source::SourceSpec>()
+                    .is_ok_and(|spec| filter.admits(&spec)))
+    };
     if as_json {
         let sources: Vec<_> = sources
             .iter()
             .map(|s| {
                 let mut v = serde_json::to_value(s).unwrap();
                 v["configured"] = json!(configured.contains(&s.source));
+                v["watched"] = json!(watched(s));
                 v
             })
             .collect();
@@ -53,19 +66,27 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> CliResult {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"sources": sources, "webhooks": hooks})).unwrap()
+            serde_json::to_string_pretty(
+                &json!({"sources": sources, "webhooks": hooks, "listings": listings})
+            )
+            .unwrap()
         );
         return Ok(());
     }
     println!(
-        "{:<40} {:<12} {:<21} {:>8} {:>7}  LAST ERROR",
-        "SOURCE", "STATUS", "LAST COMPLETE WALK", "ENTRIES", "EVENTS"
+        "{:<40} {:<10} {:<12} {:<21} {:>8} {:>7}  LAST ERROR",
+        "SOURCE", "ORIGIN", "STATUS", "LAST COMPLETE WALK", "ENTRIES", "EVENTS"
     );
     for s in &sources {
-        let mark = if configured.contains(&s.source) {
-            ""
+        let retired = s.retired.as_ref().map(|at| format!(" (retired {at})"));
+        let mark = if watched(s) {
+            String::new()
+        } else if let Some(r) = retired {
+            r
+        } else if s.origin == "configured" {
+            " (no longer configured)".into()
         } else {
-            " (no longer configured)"
+            " (not watched under this configuration)".into()
         };
         let err = match (&s.last_error, &s.last_error_at) {
             (Some(e), Some(at)) if s.consecutive_failures > 0 || s.status == "unavailable" => {
@@ -74,13 +95,30 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> CliResult {
             _ => "-".into(),
         };
         println!(
-            "{:<40} {:<12} {:<21} {:>8} {:>7}  {err}{mark}",
+            "{:<40} {:<10} {:<12} {:<21} {:>8} {:>7}  {err}{mark}",
             s.source,
+            s.origin,
             s.status,
             or_dash(&s.last_complete_walk),
             s.entries,
             s.events
         );
+    }
+    if !listings.is_empty() {
+        println!();
+        println!(
+            "{:<10} {:<21} {:>7}  LAST ERROR",
+            "LISTING", "LAST COMPLETE", "FOUND"
+        );
+        for l in &listings {
+            println!(
+                "{:<10} {:<21} {:>7}  {}",
+                l.kind,
+                or_dash(&l.last_complete_listing),
+                l.found,
+                or_dash(&l.last_error)
+            );
+        }
     }
     println!();
     println!(

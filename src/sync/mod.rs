@@ -1,6 +1,7 @@
 //! The sync engine: walk a source, apply the walk to the store, and the
 //! loops that do so on a schedule and fire `ban.expired` on time.
 
+pub mod discovery;
 pub mod expiry;
 pub mod retention;
 pub mod scheduler;

@@ -10,7 +10,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "model",
         &[
-            "source", "duration", "clock", "metrics", "event", "diff", "mirror",
+            "source", "duration", "clock", "metrics", "event", "diff", "mirror", "hint",
         ],
     ),
     ("config", &["config"]),
@@ -18,7 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("store", &["store"]),
     ("simulator", &["sim"]),
     ("engines", &["sync", "delivery", "propagate"]),
-    ("daemon", &["http", "daemon"]),
+    ("daemon", &["http", "callback", "daemon"]),
     ("commands", &["demo", "cli"]),
 ];
 
