@@ -217,6 +217,48 @@ impl Sim {
     }
 }
 
+/// A loopback port free a moment ago (for listeners the config names).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[allow(dead_code)]
+impl Sim {
+    /// Posts to the simulator's control API.
+    pub async fn control(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// The vendor pushes its callbacks to `url` from now on.
+    pub async fn callbacks_to(&self, url: &str, token: Option<&str>) {
+        self.control(
+            "/sim/callback",
+            serde_json::json!({"url": url, "token": token}),
+        )
+        .await;
+    }
+
+    /// Callbacks the simulator sent (and how many were answered 2xx).
+    pub fn callbacks_sent(&self) -> (u64, u64) {
+        let s = self.stats();
+        (
+            s["callbacks"]["calls"].as_u64().unwrap_or(0),
+            s["callbacks"]["ok"].as_u64().unwrap_or(0),
+        )
+    }
+}
+
 /// A configuration file for `sim`, with `extra` TOML appended.
 pub fn write_config(dir: &Path, sim: &Sim, sources: &str, extra: &str) -> PathBuf {
     let path = dir.join("bansync.toml");

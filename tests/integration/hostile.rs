@@ -244,8 +244,10 @@ async fn idle_http_clients_cannot_starve_the_endpoints() {
     // 200 client sockets here; the server keeps at most its cap.
     let held = open_fds().saturating_sub(before + 200);
     println!("idle clients: the server holds {held} descriptors for 200 idle connections");
+    // Slack for the other tests of this process opening sockets meanwhile
+    // (without the cap the server would hold about 200).
     assert!(
-        held <= bansync::http::MAX_CONNECTIONS + 8,
+        held <= bansync::http::MAX_CONNECTIONS + 40,
         "server holds {held} descriptors"
     );
     // The endpoints answer again once the idle ones time out.

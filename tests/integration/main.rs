@@ -6,7 +6,9 @@
 mod common;
 
 mod architecture;
+mod callbacks;
 mod delivery;
+mod discovery;
 mod hostile;
 mod interop;
 mod process;
