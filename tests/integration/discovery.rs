@@ -249,3 +249,95 @@ async fn a_failing_listing_retires_nothing() {
     );
     d.shutdown().await;
 }
+
+/// `[discovery]` and `[callback]` switched on, moved and off by reloads,
+/// like any other section.
+#[tokio::test]
+async fn reload_applies_discovery_and_callback_changes() {
+    let sim = Sim::start(1000).await;
+    sim.set(ListKind::Room, "r", &[]);
+    sim.set(ListKind::Room, "live-x", &[]);
+    sim.set(ListKind::User, "zed", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[sync]\ninterval = \"1h\"\n";
+    let path = write_config(dir.path(), &sim, "[sources]\nrooms = [\"r\"]", base);
+    let settings = load(&path);
+    let db = settings.store_path.clone();
+    let d = start_daemon(settings).await;
+    eventually(Duration::from_secs(5), "r walked", || {
+        count(&db, "SELECT COUNT(*) FROM sources WHERE status = 'ok'") == 1
+    })
+    .await;
+    // Discovery on: live-x is found and walked.
+    let port = free_port();
+    let path = write_config(
+        dir.path(),
+        &sim,
+        "[sources]\nrooms = [\"r\"]",
+        &format!("{base}\n[discovery]\ngroups = false\ninterval = \"1s\"\n\n[callback]\nlisten = \"127.0.0.1:{port}\"\nenrol_blocklists = true\n"),
+    );
+    d.reload.send(load(&path)).unwrap();
+    eventually(Duration::from_secs(5), "live-x found and walked", || {
+        count(&db, "SELECT COUNT(*) FROM sources WHERE spec = 'room:live-x' AND status = 'ok' AND origin = 'discovered'") == 1
+    })
+    .await;
+    let post = |port: u16| async move {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/tencent/callback"))
+            .query(&[
+                ("SdkAppid", bansync::sim::DEMO_SDKAPPID.to_string()),
+                ("CallbackCommand", "Sns.CallbackBlackListAdd".into()),
+            ])
+            .body(r#"{"PairList":[{"From_Account":"zed","To_Account":"a"}]}"#)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    eventually(Duration::from_secs(5), "callback listener up", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    assert_eq!(post(port).await, 200);
+    eventually(Duration::from_secs(5), "zed enrolled", || {
+        count(&db, "SELECT COUNT(*) FROM sources WHERE spec = 'blocklist:zed' AND origin = 'callback'") == 1
+    })
+    .await;
+    // The listener moves to another port; the old one closes.
+    let moved = free_port();
+    let path = write_config(
+        dir.path(),
+        &sim,
+        "[sources]\nrooms = [\"r\"]",
+        &format!("{base}\n[discovery]\ngroups = false\nexclude = [\"room:live-*\"]\ninterval = \"1s\"\n\n[callback]\nlisten = \"127.0.0.1:{moved}\"\n"),
+    );
+    d.reload.send(load(&path)).unwrap();
+    eventually(Duration::from_secs(5), "moved listener up", || {
+        std::net::TcpStream::connect(("127.0.0.1", moved)).is_ok()
+    })
+    .await;
+    eventually(Duration::from_secs(5), "old listener closed", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    })
+    .await;
+    assert_eq!(post(moved).await, 200);
+    // live-x is excluded now and zed no longer enrolled: neither is walked.
+    let walks_of = |spec: &str| count(&db, &format!("SELECT walks FROM sources WHERE spec = '{spec}'"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (x, z) = (walks_of("room:live-x"), walks_of("blocklist:zed"));
+    sim.upsert(ListKind::Room, "live-x", "u", now() + 600);
+    assert_eq!(post(moved).await, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!((walks_of("room:live-x"), walks_of("blocklist:zed")), (x, z));
+    // Both sections off: no listener, no listing.
+    let path = write_config(dir.path(), &sim, "[sources]\nrooms = [\"r\"]", base);
+    d.reload.send(load(&path)).unwrap();
+    eventually(Duration::from_secs(5), "listener closed", || {
+        std::net::TcpStream::connect(("127.0.0.1", moved)).is_err()
+    })
+    .await;
+    let listings = sim.calls("live_engine_http_srv/get_room_list");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(sim.calls("live_engine_http_srv/get_room_list"), listings);
+    d.shutdown().await;
+}
