@@ -3,6 +3,7 @@
 //! webhook. See ARCHITECTURE.md for the map.
 
 pub mod callback;
+pub mod adaptive;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -130,8 +130,19 @@ pub enum Schedule {
     Cron(String),
 }
 
+/// `sync.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every source once per interval (or cron firing).
+    Sweep,
+    /// Continuously within the rate: every source at least once per
+    /// interval, the calls to spare where changes are likely.
+    Adaptive,
+}
+
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
+    pub mode: Mode,
     pub schedule: Schedule,
     pub page_size: u32,
     pub blocklist_page_size: u32,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::raw::{RawStore, RawSync};
 use super::{
-    ConfigError, Environment, Schedule, SyncSettings, defaults, err, nonzero_duration,
+    ConfigError, Environment, Mode, Schedule, SyncSettings, defaults, err, nonzero_duration,
     parse_duration, validate_cron,
 };
 use crate::diff::Initial;
@@ -44,23 +44,24 @@ pub(super) fn store_path(raw: RawStore, env: &Environment) -> Result<PathBuf, Co
 
 pub(super) fn validate(raw: RawSync) -> Result<SyncSettings, ConfigError> {
     let s = raw;
-    match s.mode.as_deref() {
-        None | Some("sweep") => {}
-        Some("adaptive") => {
-            return err(
-                "sync.mode: `adaptive` is not available in this version of bansync (only sweep)",
-            );
-        }
+    let mode = match s.mode.as_deref() {
+        None | Some("sweep") => Mode::Sweep,
+        Some("adaptive") => Mode::Adaptive,
         Some(other) => {
             return err(format!(
                 "sync.mode: unknown mode `{other}` (sweep | adaptive)"
             ));
         }
-    }
+    };
     let schedule = match (s.interval.as_deref(), s.cron.as_deref()) {
         (Some(_), Some(_)) => return err("sync.cron: give either interval or cron, not both"),
         (None, Some(c)) => {
             validate_cron(c).map_err(|e| ConfigError::invalid(format!("sync.cron: `{c}`: {e}")))?;
+            if mode == Mode::Adaptive {
+                return err(
+                    "sync.cron: adaptive mode walks continuously and needs `interval` (the longest a source may go unwalked), not cron",
+                );
+            }
             Schedule::Cron(c.to_string())
         }
         (i, None) => {
@@ -102,6 +103,7 @@ pub(super) fn validate(raw: RawSync) -> Result<SyncSettings, ConfigError> {
         return err("sync.max_concurrent_walks: must be at least 1");
     }
     Ok(SyncSettings {
+        mode,
         schedule,
         page_size,
         blocklist_page_size: defaults::BLOCKLIST_PAGE_SIZE,
