@@ -142,7 +142,9 @@ pub struct Worker {
     pub client: SharedClient,
     pub requests: mpsc::Sender<Request>,
     pub metrics: Arc<Metrics>,
-    /// Blocklists enrolled already (no second enrolment write).
+    pub clock: Clock,
+    /// Found blocklists already walked: their walks report changes, so a
+    /// callback about them is a hint only (no enrolment write).
     known: HashSet<SourceSpec>,
 }
 
@@ -152,12 +154,14 @@ impl Worker {
         client: SharedClient,
         requests: mpsc::Sender<Request>,
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> Self {
         Worker {
             store,
             client,
             requests,
             metrics,
+            clock,
             known: HashSet::new(),
         }
     }
@@ -171,12 +175,10 @@ impl Worker {
     pub async fn try_execute(&mut self, plan: &CallbackPlan, cb: Callback) {
         match cb {
             Callback::Blocklist { added, pairs } => {
-                let mut by_owner: Vec<(String, Vec<String>)> = Vec::new();
+                let mut by_owner: std::collections::BTreeMap<String, Vec<String>> =
+                    Default::default();
                 for (from, to) in pairs {
-                    match by_owner.iter_mut().find(|(f, _)| *f == from) {
-                        Some((_, tos)) => tos.push(to),
-                        None => by_owner.push((from, vec![to])),
-                    }
+                    by_owner.entry(from).or_default().push(to);
                 }
                 for (from, tos) in by_owner {
                     if crate::source::validate_id(&from).is_err() {
@@ -188,10 +190,18 @@ impl Worker {
                         && plan.filter.admits(&spec)
                         && !self.known.contains(&spec);
                     if enrol {
-                        match self.store.enrol(spec.clone(), tos).await {
-                            Ok(_) => {
-                                self.known.insert(spec.clone());
-                                tracing::info!(source = %spec, "blocklist enrolled by a callback");
+                        let at = self.clock.now_ms() / 1000;
+                        match self.store.enrol(spec.clone(), tos, at).await {
+                            Ok(e) => {
+                                // Until its first walk, later callbacks' pairs
+                                // are recorded too (else that walk would take
+                                // them for the baseline).
+                                if !e.unwalked {
+                                    self.known.insert(spec.clone());
+                                }
+                                if e.fresh {
+                                    tracing::info!(source = %spec, "blocklist enrolled by a callback");
+                                }
                                 let _ =
                                     self.requests.send(Request::Watch(vec![spec.clone()])).await;
                             }

@@ -13,12 +13,13 @@ use crate::config::Settings;
 use crate::delivery::{Control, Dispatcher};
 use crate::metrics::Metrics;
 use crate::propagate::Propagator;
+use crate::source::SourceSpec;
 use crate::store::{EmitConfig, Store, StoreError};
 use crate::sync::Syncer;
 use crate::sync::discovery::{Discovery, DiscoveryPlan};
 use crate::sync::expiry::ExpiryTimer;
 use crate::sync::retention::Retention;
-use crate::sync::scheduler::{Plan, Request, Scheduler};
+use crate::sync::scheduler::{Plan, Scheduler};
 use crate::tencent::{RetryPolicy, SharedClient, TencentClient};
 
 /// How the outside steers a running daemon.
@@ -57,9 +58,11 @@ pub fn emit_config(s: &Settings) -> EmitConfig {
     }
 }
 
-fn plan(s: &Settings, syncer: Syncer) -> Plan {
+fn plan(s: &Settings, syncer: Syncer, found: Vec<SourceSpec>) -> Plan {
     Plan {
         syncer,
+        mode: s.sync.mode,
+        found,
         sources: s.sources.clone(),
         schedule: s.sync.schedule.clone(),
         confirm_delay: s.sync.confirm_delay,
@@ -116,11 +119,19 @@ async fn apply_callback(
         return None;
     };
     let at = (plan.settings.listen, plan.settings.path.clone());
-    if let Some(c) = &current
-        && c.at == at
-    {
-        let _ = c.plan.send(plan);
-        return current;
+    let mut current = current;
+    if let Some(c) = &current {
+        // The token, app and filters apply at once, whatever else changes.
+        let _ = c.plan.send(plan.clone());
+        if c.at == at {
+            return current;
+        }
+        // Same address, new path: the old listener must let go first.
+        if c.at.0 == at.0 {
+            let c = current.take().expect("checked above");
+            let _ = c.stop.send(true);
+            let _ = c.task.await;
+        }
     }
     let listener = match tokio::net::TcpListener::bind(at.0).await {
         Ok(l) => l,
@@ -278,10 +289,10 @@ pub async fn run(
     );
     let (plan_tx, plan_rx) = mpsc::unbounded_channel();
     let (requests, requests_rx) = mpsc::channel(crate::callback::QUEUE);
-    let scheduler = Scheduler::new(plan(&settings, syncer)).with_metrics(metrics.clone());
-    let sched_task = tokio::spawn(scheduler.run(plan_rx, requests_rx, stop.clone(), grace.walks));
     // Sources found before (discovered, enrolled) are remembered.
-    watch_found(&store, &requests).await;
+    let found = found_sources(&store).await;
+    let scheduler = Scheduler::new(plan(&settings, syncer, found)).with_metrics(metrics.clone());
+    let sched_task = tokio::spawn(scheduler.run(plan_rx, requests_rx, stop.clone(), grace.walks));
 
     let (discovery_tx, discovery_rx) = watch::channel(discovery_plan(&settings));
     let discovery = Discovery {
@@ -312,6 +323,7 @@ pub async fn run(
         shared_client.clone(),
         requests.clone(),
         metrics.clone(),
+        clock.clone(),
     );
     let worker_task = tokio::spawn(worker.run(worker_plan, work_rx));
     let callback_parts = CallbackParts {
@@ -340,9 +352,6 @@ pub async fn run(
             Some(next) = reload.recv() => {
                 apply_reload(&current, &next, &shared_client, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone(), &clock).await;
                 let _ = retention_tx.send(next.retention);
-                // The scheduler took the new filter: offer it every found
-                // source again (one a filter dropped may be admitted now).
-                watch_found(&store, &requests).await;
                 let d = discovery_plan(&next);
                 discovery_tx.send_if_modified(|p| if *p != d { *p = d; true } else { false });
                 if let Some(p) = callback_plan(&next) {
@@ -373,16 +382,14 @@ pub async fn run(
     Ok(())
 }
 
-/// Hands the scheduler every found source the store remembers.
-async fn watch_found(store: &Store, requests: &mpsc::Sender<Request>) {
+/// Every found source the store remembers (the scheduler's filter picks).
+async fn found_sources(store: &Store) -> Vec<SourceSpec> {
     match store.found_sources().await {
-        Ok(found) if !found.is_empty() => {
-            let _ = requests
-                .send(Request::Watch(found.into_iter().map(|(s, _)| s).collect()))
-                .await;
+        Ok(found) => found.into_iter().map(|(s, _)| s).collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the found sources");
+            Vec::new()
         }
-        Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "cannot read the found sources"),
     }
 }
 
@@ -427,7 +434,9 @@ async fn apply_reload(
         &new.sync,
         clock.clone(),
     );
-    let _ = plans.send(plan(new, syncer));
+    // The plan carries the found sources, so that the new filter and
+    // what it picks from arrive together.
+    let _ = plans.send(plan(new, syncer, found_sources(store).await));
     let added = new
         .sources
         .iter()

@@ -85,7 +85,15 @@ pub fn check(e: &Envelope<'_>, app: u64, token: Option<&str>, now_s: i64) -> Res
     if e.sdkappid.and_then(|a| a.trim().parse::<u64>().ok()) != Some(app) {
         return Err(Refusal::Appid);
     }
-    let Some(token) = token else { return Ok(()) };
+    let Some(token) = token else {
+        // Unsigned: a RequestTime, if the sender gives one, must still be
+        // within the window (a replayed old callback is refused).
+        return match e.request_time.map(|t| t.trim().parse::<i64>()) {
+            None => Ok(()),
+            Some(Ok(t)) if (now_s - t).abs() <= MAX_SKEW_S => Ok(()),
+            Some(_) => Err(Refusal::Time),
+        };
+    };
     let Some(time) = e.request_time else {
         return Err(Refusal::Time);
     };
@@ -289,8 +297,17 @@ mod tests {
             ),
             Err(Refusal::Time)
         );
-        // Without a token, only the app is checked.
+        // Without a token, the app is checked, and the time if given.
         assert_eq!(check(&env("14", None, None), 14, None, now), Ok(()));
+        assert_eq!(check(&env("14", Some(t), None), 14, None, now), Ok(()));
+        assert_eq!(
+            check(&env("14", Some(t), None), 14, None, now + 120),
+            Err(Refusal::Time)
+        );
+        assert_eq!(
+            check(&env("14", Some("x"), None), 14, None, now),
+            Err(Refusal::Time)
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! complete walk against SQLite, and delivers every change as a signed
 //! webhook. See ARCHITECTURE.md for the map.
 
-pub mod callback;
 pub mod adaptive;
+pub mod callback;
 pub mod cli;
 pub mod clock;
 pub mod config;

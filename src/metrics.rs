@@ -65,6 +65,8 @@ struct Inner {
     retired: BTreeMap<&'static str, u64>,
     callbacks: BTreeMap<(&'static str, &'static str), u64>,
     listings: BTreeMap<(&'static str, &'static str), u64>,
+    walk_calls: BTreeMap<(&'static str, &'static str), u64>,
+    oldest_walk_age: BTreeMap<&'static str, f64>,
 }
 
 /// Figures read from the store at scrape time.
@@ -139,6 +141,27 @@ impl Metrics {
                 .or_default()
                 .observe(LATENCY_BUCKETS, d.as_secs_f64());
         }
+    }
+
+    /// The calls (pages) of a walk, by source kind and why it was walked.
+    pub fn walk_calls(&self, kind: &'static str, reason: &'static str, pages: u64) {
+        *self
+            .inner
+            .lock()
+            .unwrap()
+            .walk_calls
+            .entry((kind, reason))
+            .or_default() += pages;
+    }
+
+    /// The longest any watched source of `kind` has gone since its last
+    /// walk started (`None`: none watched).
+    pub fn oldest_walk_age(&self, kind: &'static str, age_s: Option<f64>) {
+        let mut m = self.inner.lock().unwrap();
+        match age_s {
+            Some(a) => m.oldest_walk_age.insert(kind, a),
+            None => m.oldest_walk_age.remove(kind),
+        };
     }
 
     /// A walk a callback moved earlier.
@@ -325,6 +348,28 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "bansync_discovery_listings_total{{kind=\"{k}\",outcome=\"{o}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bansync_walk_calls_total Calls (pages) spent walking, by source kind and why the walk was made."
+        );
+        let _ = writeln!(out, "# TYPE bansync_walk_calls_total counter");
+        for ((k, r), n) in &m.walk_calls {
+            let _ = writeln!(
+                out,
+                "bansync_walk_calls_total{{kind=\"{k}\",reason=\"{r}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP bansync_oldest_walk_age_seconds The longest a watched source has gone since its last walk started, by kind."
+        );
+        let _ = writeln!(out, "# TYPE bansync_oldest_walk_age_seconds gauge");
+        for (k, a) in &m.oldest_walk_age {
+            let _ = writeln!(
+                out,
+                "bansync_oldest_walk_age_seconds{{kind=\"{k}\"}} {a:.1}"
             );
         }
         drop(m);

@@ -43,18 +43,24 @@ pub enum Reason {
     Hint,
     /// An absence waits for its confirming walk.
     Confirmation,
-    /// A scheduled sweep (`sync.mode = "sweep"`), a source new to the loop,
-    /// or a retry after failures.
+    /// A scheduled sweep (`sync.mode = "sweep"`).
     Sweep,
+    /// New to the loop (found, configured by a reload), or a last walk
+    /// before retirement.
+    New,
+    /// Again after failures, once its backoff has passed.
+    Retry,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 7] = [
         Reason::Bound,
         Reason::Activity,
         Reason::Hint,
         Reason::Confirmation,
         Reason::Sweep,
+        Reason::New,
+        Reason::Retry,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +70,8 @@ impl Reason {
             Reason::Hint => "hint",
             Reason::Confirmation => "confirmation",
             Reason::Sweep => "sweep",
+            Reason::New => "new",
+            Reason::Retry => "retry",
         }
     }
 }
@@ -132,9 +140,19 @@ impl Stat {
 }
 
 /// Sources ordered by their last walk, oldest (and never walked) first.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Debug, Clone, Copy)]
 struct OrdF64(f64);
+impl PartialEq for OrdF64 {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
 impl Eq for OrdF64 {}
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 impl Ord for OrdF64 {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)

@@ -79,9 +79,16 @@ impl Outcome {
 
 enum Policy {
     /// Every room in order, a sweep starting every `period` (coalesced).
-    Sweep { period: f64 },
-    Adaptive { interval: f64 },
-    Tuned { interval: f64, tuning: Tuning },
+    Sweep {
+        period: f64,
+    },
+    Adaptive {
+        interval: f64,
+    },
+    Tuned {
+        interval: f64,
+        tuning: Tuning,
+    },
 }
 
 /// One walk at a time at `rate` calls a second; a walk of cost c takes
@@ -92,13 +99,23 @@ fn simulate(w: &Workload, policy: Policy, rate: f64, until: f64) -> Outcome {
 
 /// [`simulate`], counting only bans from `measure_from` on (the planner
 /// learns from the earlier ones).
-fn simulate_from(w: &Workload, policy: Policy, rate: f64, until: f64, measure_from: f64) -> Outcome {
+fn simulate_from(
+    w: &Workload,
+    policy: Policy,
+    rate: f64,
+    until: f64,
+    measure_from: f64,
+) -> Outcome {
     let n = w.costs.len();
     let specs: Vec<SourceSpec> = (0..n)
         .map(|i| SourceSpec::new(SourceKind::Room, format!("r{i}")))
         .collect();
-    let index: HashMap<SourceSpec, usize> =
-        specs.iter().cloned().enumerate().map(|(i, s)| (s, i)).collect();
+    let index: HashMap<SourceSpec, usize> = specs
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, s)| (s, i))
+        .collect();
     let mut pending: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut next_ban = 0;
     let mut last_start: Vec<Option<f64>> = vec![None; n];
@@ -112,7 +129,6 @@ fn simulate_from(w: &Workload, policy: Policy, rate: f64, until: f64, measure_fr
         Policy::Adaptive { interval } | Policy::Tuned { interval, .. } => {
             let mut p = Planner::new(Duration::from_secs_f64(*interval));
             if let Policy::Tuned { tuning, .. } = policy {
-                let tuning = tuning;
                 p = p.with_tuning(tuning);
             }
             for s in &specs {
@@ -205,7 +221,11 @@ fn adaptive_beats_sweep_on_the_benchmark_workload_in_virtual_time() {
             o.by_reason
         )
     };
-    println!("{} rooms, {total} pages a sweep, {} bans", w.costs.len(), w.bans.len());
+    println!(
+        "{} rooms, {total} pages a sweep, {} bans",
+        w.costs.len(),
+        w.bans.len()
+    );
     println!("{}", line("sweep", &sweep));
     println!("{}", line("adaptive", &adaptive));
     println!(
@@ -213,7 +233,11 @@ fn adaptive_beats_sweep_on_the_benchmark_workload_in_virtual_time() {
         sweep.pct(0.5) / adaptive.pct(0.5),
         sweep.pct(0.9) / adaptive.pct(0.9)
     );
-    assert!(adaptive.max_gap <= 300.0, "bound broken: {}", adaptive.max_gap);
+    assert!(
+        adaptive.max_gap <= 300.0,
+        "bound broken: {}",
+        adaptive.max_gap
+    );
     let calls_budget = (rate * until).ceil() as u64 + 3;
     assert!(adaptive.calls <= calls_budget, "{} calls", adaptive.calls);
     assert!(adaptive.pct(0.5) * 5.0 <= sweep.pct(0.5));
@@ -282,8 +306,15 @@ fn a_source_that_changes_is_walked_more_often_and_explained() {
         *walks.entry(s).or_default() += 1;
     }
     let cold_mean = colds.iter().map(|c| walks[c]).sum::<u32>() as f64 / 20.0;
-    assert!(f64::from(walks[&hot]) > 5.0 * cold_mean, "hot {} cold {cold_mean}", walks[&hot]);
-    assert!(colds.iter().all(|c| walks[c] >= 4), "the bound walks them all: {walks:?}");
+    assert!(
+        f64::from(walks[&hot]) > 5.0 * cold_mean,
+        "hot {} cold {cold_mean}",
+        walks[&hot]
+    );
+    assert!(
+        colds.iter().all(|c| walks[c] >= 4),
+        "the bound walks them all: {walks:?}"
+    );
     assert!(p.rate(&hot, now) > 10.0 * p.rate(&cold, now));
     let due = p.explain(&cold, now).unwrap();
     assert!(due.at <= now + 300.0);
@@ -317,7 +348,11 @@ fn tuning_table() {
         (3600.0, 120.0, 120.0),
         (1800.0, 180.0, 120.0),
     ] {
-        let tuning = Tuning { slow_tau, burst_tau, prior_weight };
+        let tuning = Tuning {
+            slow_tau,
+            burst_tau,
+            prior_weight,
+        };
         let mut row = format!("{slow_tau:>6} {burst_tau:>5} {prior_weight:>5}:");
         for learn in [0.0, 300.0, 600.0] {
             for seed in [1, 2, 3, 4] {
@@ -326,8 +361,21 @@ fn tuning_table() {
                 let until = 200.0 + span + 310.0;
                 let from = 200.0 + learn;
                 let sweep = simulate_from(&w, Policy::Sweep { period: 180.0 }, rate, until, from);
-                let a = simulate_from(&w, Policy::Tuned { interval: 300.0, tuning }, rate, until, from);
-                row += &format!(" {:.1}x/{:.2}", sweep.pct(0.5) / a.pct(0.5), sweep.pct(0.9) / a.pct(0.9));
+                let a = simulate_from(
+                    &w,
+                    Policy::Tuned {
+                        interval: 300.0,
+                        tuning,
+                    },
+                    rate,
+                    until,
+                    from,
+                );
+                row += &format!(
+                    " {:.1}x/{:.2}",
+                    sweep.pct(0.5) / a.pct(0.5),
+                    sweep.pct(0.9) / a.pct(0.9)
+                );
             }
             row += " |";
         }

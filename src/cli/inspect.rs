@@ -74,8 +74,8 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> CliResult {
         return Ok(());
     }
     println!(
-        "{:<40} {:<10} {:<12} {:<21} {:>8} {:>7}  LAST ERROR",
-        "SOURCE", "ORIGIN", "STATUS", "LAST COMPLETE WALK", "ENTRIES", "EVENTS"
+        "{:<40} {:<10} {:<12} {:<21} {:>8} {:>7}  {:<34} LAST ERROR",
+        "SOURCE", "ORIGIN", "STATUS", "LAST COMPLETE WALK", "ENTRIES", "EVENTS", "NEXT WALK (WHY)"
     );
     for s in &sources {
         let retired = s.retired.as_ref().map(|at| format!(" (retired {at})"));
@@ -94,8 +94,13 @@ pub fn status(config: &Option<PathBuf>, as_json: bool) -> CliResult {
             }
             _ => "-".into(),
         };
+        let next = match (&s.next_walk, &s.next_walk_reason) {
+            (Some(at), Some(why)) if watched(s) => format!("{at} ({why})"),
+            (None, Some(why)) if watched(s) => format!("- ({why})"),
+            _ => "-".into(),
+        };
         println!(
-            "{:<40} {:<10} {:<12} {:<21} {:>8} {:>7}  {err}{mark}",
+            "{:<40} {:<10} {:<12} {:<21} {:>8} {:>7}  {next:<34} {err}{mark}",
             s.source,
             s.origin,
             s.status,

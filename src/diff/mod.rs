@@ -106,18 +106,24 @@ pub fn diff(
 
 /// The changes a baselined first walk still reports: the entries a
 /// callback named (an enrolling blocklist callback's pairs) that the walk
-/// shows, as `*.added`. Ended bans are not bans; accounts the walk does not
+/// shows, as `*.added`, each with a value (its block time) no earlier than
+/// the time given with it: a callback is about a block just made, not one
+/// from long before. Ended bans are not bans; accounts the walk does not
 /// show are not reported (they were undone before the walk).
 pub fn announced(
     kind: SourceKind,
     walked: &[Entry],
-    accounts: &[String],
+    accounts: &[(String, i64)],
     now_ms: i64,
 ) -> Vec<Change> {
     let now = now_ms.div_euclid(1000);
     walked
         .iter()
-        .filter(|w| accounts.contains(&w.account))
+        .filter(|w| {
+            accounts
+                .iter()
+                .any(|(a, since)| *a == w.account && (kind.is_ban_list() || w.value >= *since))
+        })
         .filter(|w| !(kind.is_ban_list() && w.value <= now))
         .map(|w| Change::entry(EventType::added(kind), &w.account, w.value, None, now_ms))
         .collect()

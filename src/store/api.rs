@@ -92,10 +92,21 @@ impl Store {
         .await
     }
 
-    /// Enrols a blocklist named by a callback, with the accounts its first
-    /// walk reports. True if it is new or back from retirement.
-    pub async fn enrol(&self, spec: SourceSpec, accounts: Vec<String>) -> Result<bool> {
-        self.write(move |ctx| found::enrol(ctx, &spec, &accounts))
+    /// Enrols a blocklist named by a callback at `at_s`, with the accounts
+    /// its first walk reports.
+    pub async fn enrol(
+        &self,
+        spec: SourceSpec,
+        accounts: Vec<String>,
+        at_s: i64,
+    ) -> Result<found::Enrolled> {
+        self.write(move |ctx| found::enrol(ctx, &spec, &accounts, at_s))
+            .await
+    }
+
+    /// Records the scheduler's plan (next walk and why) for `status`.
+    pub async fn record_schedule(&self, rows: Vec<found::ScheduleRow>) -> Result<()> {
+        self.write(move |ctx| found::record_schedule(ctx, &rows))
             .await
     }
 

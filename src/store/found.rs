@@ -142,10 +142,53 @@ pub fn retire(ctx: &Ctx<'_>, spec: &SourceSpec, now_ms: i64) -> Result<bool> {
     Ok(n > 0)
 }
 
-/// A blocklist named by an enrolling callback: recorded (origin
-/// `callback`) if bansync has not walked it yet, with `accounts` to be
-/// reported by its first walk. True if it is new or back from retirement.
-pub fn enrol(ctx: &Ctx<'_>, spec: &SourceSpec, accounts: &[String]) -> Result<bool> {
+/// Whether a source row was found (discovered or named by a callback).
+pub fn is_found(ctx: &Ctx<'_>, source_id: i64) -> Result<bool> {
+    let origin: String = ctx
+        .conn
+        .prepare_cached("SELECT origin FROM sources WHERE id = ?1")?
+        .query_row([source_id], |r| r.get(0))?;
+    Ok(origin != Origin::Configured.as_str())
+}
+
+/// A found source the vendor never had: retired, still `new` (if it ever
+/// appears, its first walk is a baseline), no event.
+pub fn retire_unseen(ctx: &Ctx<'_>, source_id: i64, now_ms: i64, error: &str) -> Result<()> {
+    ctx.conn
+        .prepare_cached(
+            "UPDATE sources SET retired_at = ?2, announce = NULL, last_attempt_at = ?2,
+             last_error = ?3, last_error_at = ?2 WHERE id = ?1",
+        )?
+        .execute(params![source_id, now_ms, error])?;
+    Ok(())
+}
+
+/// What an enrolment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enrolled {
+    /// New, or back from retirement: to be watched.
+    pub fresh: bool,
+    /// Not walked yet: later callbacks' pairs are still to be recorded.
+    pub unwalked: bool,
+}
+
+/// How much older than its callback a named block may be and still be
+/// reported (the vendor calls back right after the block; a callback that
+/// names a block made long before is not about a new one).
+pub const ANNOUNCE_SLACK_S: i64 = 300;
+
+/// An account an enrolling callback named, and the earliest block time
+/// (Unix seconds) that can be the block it was about.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Announced {
+    pub account: String,
+    pub since: i64,
+}
+
+/// A blocklist named by an enrolling callback at `at_s` (Unix seconds):
+/// recorded (origin `callback`) if bansync has not walked it yet, with
+/// `accounts` to be reported by its first walk.
+pub fn enrol(ctx: &Ctx<'_>, spec: &SourceSpec, accounts: &[String], at_s: i64) -> Result<Enrolled> {
     let fresh = found(ctx, spec, Origin::Callback)?;
     let key = spec.to_string();
     let (status, announce): (String, Option<String>) = ctx
@@ -154,12 +197,15 @@ pub fn enrol(ctx: &Ctx<'_>, spec: &SourceSpec, accounts: &[String]) -> Result<bo
         .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))?;
     // Once walked, the walks report changes themselves.
     if status == "new" {
-        let mut all: Vec<String> = announce
+        let mut all: Vec<Announced> = announce
             .and_then(|a| serde_json::from_str(&a).ok())
             .unwrap_or_default();
         for a in accounts {
-            if !all.contains(a) {
-                all.push(a.clone());
+            if !all.iter().any(|x| x.account == *a) {
+                all.push(Announced {
+                    account: a.clone(),
+                    since: at_s - ANNOUNCE_SLACK_S,
+                });
             }
         }
         ctx.conn
@@ -169,11 +215,14 @@ pub fn enrol(ctx: &Ctx<'_>, spec: &SourceSpec, accounts: &[String]) -> Result<bo
                 serde_json::to_string(&all).unwrap_or_default()
             ])?;
     }
-    Ok(fresh)
+    Ok(Enrolled {
+        fresh,
+        unwalked: status == "new",
+    })
 }
 
 /// The accounts to report on a source's first walk (and forgets them).
-pub fn take_announced(ctx: &Ctx<'_>, source_id: i64) -> Result<Vec<String>> {
+pub fn take_announced(ctx: &Ctx<'_>, source_id: i64) -> Result<Vec<Announced>> {
     let a: Option<String> = ctx
         .conn
         .prepare_cached("SELECT announce FROM sources WHERE id = ?1")?
@@ -199,4 +248,32 @@ pub fn found_sources(conn: &rusqlite::Connection) -> Result<Vec<(SourceSpec, Ori
         .into_iter()
         .filter_map(|(s, o)| Some((s.parse().ok()?, Origin::parse(&o)?)))
         .collect())
+}
+
+/// One source's plan as the scheduler sees it (for `status`).
+#[derive(Debug, Clone)]
+pub struct ScheduleRow {
+    pub spec: SourceSpec,
+    /// When it is next expected to be walked (Unix ms); `None`: unknown
+    /// (a cron schedule).
+    pub next_walk_ms: Option<i64>,
+    pub reason: &'static str,
+    pub last_reason: Option<&'static str>,
+}
+
+/// Writes the scheduler's plan for the sources it names.
+pub fn record_schedule(ctx: &Ctx<'_>, rows: &[ScheduleRow]) -> Result<()> {
+    let mut stmt = ctx.conn.prepare_cached(
+        "UPDATE sources SET next_walk_at = ?2, next_walk_reason = ?3,
+         last_walk_reason = COALESCE(?4, last_walk_reason) WHERE spec = ?1",
+    )?;
+    for r in rows {
+        stmt.execute(params![
+            r.spec.to_string(),
+            r.next_walk_ms,
+            r.reason,
+            r.last_reason
+        ])?;
+    }
+    Ok(())
 }

@@ -14,7 +14,7 @@ mod schema;
 
 pub use api::{Finished, OwedLanes};
 pub use direct::Direct;
-pub use found::ListingDelta;
+pub use found::{Enrolled, ListingDelta, ScheduleRow};
 pub use mirrors::{Job, JobAction};
 pub use ops::{AttemptOutcome, CommittedEvent, WalkOutcome, WalkReport};
 pub use propagation::{MAX_ATTEMPTS, MAX_RETRY_DELAY_MS, Planned};

@@ -242,6 +242,9 @@ pub struct WalkReport {
     pub digest: Option<[u8; 24]>,
     /// Mirror actions the events queued: (action, account, target, until).
     pub mirrors: Vec<(String, String, String, Option<i64>)>,
+    /// A found source that never existed (a callback named it, the vendor
+    /// never had it): retired at once, with no event.
+    pub retired: bool,
 }
 
 /// Applies one walk's outcome to a source: the diff, its events and
@@ -265,6 +268,14 @@ pub fn apply_walk(
                 .execute(params![row.id, now_ms, error])?;
         }
         WalkOutcome::Gone { code, info } => {
+            // Named by a callback or a listing but never walked: nothing
+            // was ever reported of it, so nothing stopped existing. A
+            // forged callback must not make an event: retire it quietly.
+            if row.status == "new" && super::found::is_found(ctx, row.id)? {
+                super::found::retire_unseen(ctx, row.id, now_ms, &format!("{code}: {info}"))?;
+                report.retired = true;
+                return Ok(report);
+            }
             if row.status != "unavailable" {
                 let c = Change::source_state(
                     EventType::SourceUnavailable,
@@ -318,6 +329,8 @@ pub fn apply_walk(
             if first_walk {
                 let named = super::found::take_announced(ctx, row.id)?;
                 if initial == Initial::Baseline && !named.is_empty() {
+                    let named: Vec<(String, i64)> =
+                        named.into_iter().map(|a| (a.account, a.since)).collect();
                     let extra = diff::announced(spec.kind, &entries, &named, now_ms);
                     outcome.changes.extend(extra);
                 }

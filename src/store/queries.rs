@@ -15,6 +15,12 @@ pub struct SourceStatus {
     pub origin: String,
     /// When a found source was retired (gone from listings and vendor).
     pub retired: Option<String>,
+    /// When the scheduler expects to walk it next, and why (bound,
+    /// activity, hint, confirmation, sweep, new, retry).
+    pub next_walk: Option<String>,
+    pub next_walk_reason: Option<String>,
+    /// Why its last walk was made.
+    pub last_walk_reason: Option<String>,
     pub status: String,
     pub last_complete_walk: Option<String>,
     pub entries: i64,
@@ -74,7 +80,8 @@ fn ts(ms: Option<i64>) -> Option<String> {
 pub fn sources(conn: &Connection) -> Result<Vec<SourceStatus>> {
     let mut stmt = conn.prepare(
         "SELECT spec, status, last_complete_walk_at, entries, pending_absent, walks, last_error, last_error_at,
-                consecutive_failures, next_seq - 1, origin, retired_at
+                consecutive_failures, next_seq - 1, origin, retired_at,
+                next_walk_at, next_walk_reason, last_walk_reason
          FROM sources ORDER BY spec",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -82,6 +89,9 @@ pub fn sources(conn: &Connection) -> Result<Vec<SourceStatus>> {
             source: r.get(0)?,
             origin: r.get(10)?,
             retired: ts(r.get(11)?),
+            next_walk: ts(r.get(12)?),
+            next_walk_reason: r.get(13)?,
+            last_walk_reason: r.get(14)?,
             status: r.get(1)?,
             last_complete_walk: ts(r.get(2)?),
             entries: r.get(3)?,

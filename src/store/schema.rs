@@ -176,4 +176,11 @@ pub const MIGRATIONS: &[&str] = &[
         last_error TEXT
     );
     "#,
+    // 6: the scheduler's plan per source, for `status`: when it is next
+    // expected to be walked, why, and why it was last walked.
+    r#"
+    ALTER TABLE sources ADD COLUMN next_walk_at INTEGER;
+    ALTER TABLE sources ADD COLUMN next_walk_reason TEXT;
+    ALTER TABLE sources ADD COLUMN last_walk_reason TEXT;
+    "#,
 ];

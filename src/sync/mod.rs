@@ -29,6 +29,8 @@ pub struct SourceResult {
     pub took: std::time::Duration,
     /// Times the walk started over because the list shifted under it.
     pub restarts: u32,
+    /// Calls the walk made (estimated from the entries and page size).
+    pub pages: u32,
 }
 
 impl SourceResult {
@@ -173,11 +175,16 @@ impl Syncer {
                     error: None,
                     took: started.elapsed(),
                     restarts,
+                    pages: self.pages(spec, entries.len(), restarts),
                 };
                 self.log(&result, dry_run);
                 return Ok(result);
             }
         }
+        let pages = match &walked {
+            Ok(w) => self.pages(spec, w.entries.len(), restarts),
+            Err(_) => 1,
+        };
         let (outcome, error) = match walked {
             Ok(w) => {
                 let digest = computed.expect("computed above for every complete walk");
@@ -234,9 +241,22 @@ impl Syncer {
             error,
             took,
             restarts,
+            pages,
         };
         self.log(&result, dry_run);
         Ok(result)
+    }
+
+    /// The calls a walk of `entries` took: every page after the first
+    /// starts one entry early, and a list ends on a page that is not full.
+    fn pages(&self, spec: &SourceSpec, entries: usize, restarts: u32) -> u32 {
+        let size = match spec.kind {
+            crate::source::SourceKind::Blocklist => self.blocklist_page_size,
+            _ => self.page_size,
+        }
+        .max(2) as usize;
+        let one = (entries / (size - 1) + 1) as u32;
+        one.saturating_mul(restarts + 1)
     }
 
     fn log(&self, r: &SourceResult, dry_run: bool) {

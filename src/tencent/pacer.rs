@@ -99,6 +99,12 @@ impl Pacer {
         *s = Some(s.map_or(until, |u| u.max(until)));
     }
 
+    /// Calls a second this pacer hands out at `now`.
+    pub fn rate(&self, now: Instant) -> f64 {
+        let r = 1.0 / self.interval.as_secs_f64();
+        if self.slowed(now) { r / 2.0 } else { r }
+    }
+
     /// Whether the rate is halved at `now`.
     pub fn slowed(&self, now: Instant) -> bool {
         self.slowed_until.lock().unwrap().is_some_and(|u| now < u)

@@ -10,7 +10,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "model",
         &[
-            "source", "duration", "clock", "metrics", "event", "diff", "mirror", "hint",
+            "source", "duration", "clock", "metrics", "event", "diff", "mirror", "hint", "adaptive",
         ],
     ),
     ("config", &["config"]),

@@ -465,6 +465,7 @@ async fn a_rate_alert_halves_that_api_for_five_minutes() {
         client.clone().into(),
         tx,
         std::sync::Arc::new(bansync::metrics::Metrics::new()),
+        bansync::clock::Clock::system(),
     );
     let plan = bansync::callback::CallbackPlan {
         app: settings.tencent.sdkappid,
@@ -513,4 +514,206 @@ async fn a_rate_alert_halves_that_api_for_five_minutes() {
         (full - 2..=full + 2).contains(&again),
         "after five minutes: {again}"
     );
+}
+
+/// A callback naming a room or a blocklist owner the vendor never had
+/// (forged, say, on a listener without a token) makes no event: the source
+/// is retired quietly after its first walk.
+#[tokio::test]
+async fn a_callback_about_a_source_that_never_existed_makes_no_event() {
+    let s = setup(
+        "[sources]\nrooms = [\"real\"]",
+        None,
+        "enrol_blocklists = true\n\n[discovery]\ngroups = false\ninterval = \"1h\"\n",
+        |sim| sim.set(ListKind::Room, "real", &[]),
+    )
+    .await;
+    let app = bansync::sim::DEMO_SDKAPPID;
+    for (cmd, body) in [
+        (
+            "Live.CallbackAfterCreateRoom",
+            r#"{"RoomInfo":{"RoomId":"ghost-room"}}"#,
+        ),
+        (
+            "Sns.CallbackBlackListAdd",
+            r#"{"PairList":[{"From_Account":"ghost-user","To_Account":"x"}]}"#,
+        ),
+    ] {
+        let (status, _) = post(
+            &s.callback_url,
+            &query(app, cmd, None, None),
+            body.as_bytes().to_vec(),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    eventually(Duration::from_secs(5), "both retired", || {
+        count(
+            &s.db,
+            "SELECT COUNT(*) FROM sources WHERE retired_at IS NOT NULL AND status = 'new'",
+        ) == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        count(&s.db, "SELECT COUNT(*) FROM events"),
+        0,
+        "no source.unavailable for what never existed"
+    );
+    // If the room is created for real later, its first walk is a baseline.
+    s.sim
+        .control("/sim/create", serde_json::json!({"room": "ghost-room"}))
+        .await;
+    eventually(Duration::from_secs(5), "walked once it exists", || {
+        count(&s.db, "SELECT COUNT(*) FROM sources WHERE spec = 'room:ghost-room' AND status = 'ok' AND retired_at IS NULL") == 1
+    })
+    .await;
+    assert_eq!(count(&s.db, "SELECT COUNT(*) FROM events"), 0);
+    s.daemon.shutdown().await;
+}
+
+/// Two blocks by a user not yet watched, the second told while the first
+/// walk is still being answered: both are reported, neither baselined.
+/// And an enrolling callback about a block made long before reports
+/// nothing (a callback is about a block just made).
+#[tokio::test]
+async fn every_pair_told_before_the_first_walk_is_reported() {
+    let s = setup("", Some(TOKEN), "enrol_blocklists = true", |sim| {
+        sim.set(ListKind::User, "zed", &[("old", 10)]);
+        sim.fault(bansync::sim::Fault {
+            api: Some("black_list_get".into()),
+            target: Some("zed".into()),
+            hold_ms: Some(600),
+            ..Default::default()
+        });
+    })
+    .await;
+    s.sim
+        .control(
+            "/sim/block",
+            serde_json::json!({"user": "zed", "account": "first"}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.sim
+        .control(
+            "/sim/block",
+            serde_json::json!({"user": "zed", "account": "second"}),
+        )
+        .await;
+    let got = s.rx.wait_for(2, Duration::from_secs(5)).await;
+    let mut accounts: Vec<&str> = got
+        .iter()
+        .map(|r| r.body["data"]["account"].as_str().unwrap())
+        .collect();
+    accounts.sort();
+    assert_eq!(accounts, ["first", "second"]);
+    // An old block named by a callback for a new owner: baseline.
+    s.sim
+        .set(ListKind::User, "yan", &[("long-ago", now() - 86_400)]);
+    let t = now();
+    let q = query(
+        bansync::sim::DEMO_SDKAPPID,
+        "Sns.CallbackBlackListAdd",
+        Some(t),
+        Some(hint::sign(TOKEN, &t.to_string())),
+    );
+    let (status, _) = post(
+        &s.callback_url,
+        &q,
+        br#"{"PairList":[{"From_Account":"yan","To_Account":"long-ago"}]}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(5), "yan walked", || {
+        count(
+            &s.db,
+            "SELECT COUNT(*) FROM sources WHERE spec = 'blocklist:yan' AND status = 'ok'",
+        ) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.rx.received().len(),
+        2,
+        "the day-old block is the baseline"
+    );
+    s.daemon.shutdown().await;
+}
+
+/// A hint goes ahead of the first walks of hundreds of newly found
+/// sources: a kicked member's group is walked within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hint_does_not_wait_behind_newly_found_sources() {
+    let s = setup(
+        "[sources]\ngroups = [\"main\"]",
+        Some(TOKEN),
+        "\n[discovery]\nrooms = false\ninterval = \"1h\"\n",
+        |sim| {
+            let mut st = sim.state.lock().unwrap();
+            for i in 0..600 {
+                st.groups.entry(format!("g{i}")).or_default();
+            }
+            drop(st);
+            sim.set(ListKind::Group, "main", &[]);
+        },
+    )
+    .await;
+    // 600 first walks at ~194 a second take 3 s.
+    eventually(Duration::from_secs(5), "discovery under way", || {
+        count(
+            &s.db,
+            "SELECT COUNT(*) FROM sources WHERE origin = 'discovered'",
+        ) == 600
+    })
+    .await;
+    let started = Instant::now();
+    s.sim
+        .control("/sim/ban", serde_json::json!({"group": "main", "account": "kicked", "duration": 600, "kick": true}))
+        .await;
+    let got = s.rx.wait_for(1, Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    assert_eq!(got[0].body["data"]["account"], "kicked");
+    let walked = count(
+        &s.db,
+        "SELECT COUNT(*) FROM sources WHERE origin = 'discovered' AND status = 'ok'",
+    );
+    println!("kicked member's ban reported after {took:?}, with {walked} of 600 first walks done");
+    assert!(walked < 600, "the first walks were still going on");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    s.daemon.shutdown().await;
+}
+
+/// A reload that changes only the path (and the token) on the same
+/// address: the listener lets go of the port and comes back on the new
+/// path, with the new token.
+#[tokio::test]
+async fn a_reload_moves_the_path_and_rotates_the_token() {
+    let s = setup("[sources]\nblocklists = [\"alice\"]", Some("t1"), "", |sim| {
+        sim.set(ListKind::User, "alice", &[])
+    })
+    .await;
+    let port: u16 = s.callback_url.split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("token = \"t1\"", "token = \"t2\"\npath = \"/v2/callback\"");
+    std::fs::write(&s.config, text).unwrap();
+    s.daemon.reload.send(load(&s.config)).unwrap();
+    let app = bansync::sim::DEMO_SDKAPPID;
+    let t = now();
+    let signed = |tok: &str| query(app, "Sns.CallbackBlackListAdd", Some(t), Some(hint::sign(tok, &t.to_string())));
+    let url = format!("http://127.0.0.1:{port}/v2/callback");
+    let body = br#"{"PairList":[{"From_Account":"alice","To_Account":"x"}]}"#.to_vec();
+    let mut ok = false;
+    for _ in 0..50 {
+        if post(&url, &signed("t2"), body.clone()).await.0 == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the new path answers with the new token");
+    assert_eq!(post(&url, &signed("t1"), body.clone()).await.0, 403, "the old token is refused");
+    assert_eq!(post(&s.callback_url, &signed("t2"), body).await.0, 404, "the old path is gone");
+    s.daemon.shutdown().await;
 }

@@ -274,7 +274,9 @@ async fn reload_applies_discovery_and_callback_changes() {
         dir.path(),
         &sim,
         "[sources]\nrooms = [\"r\"]",
-        &format!("{base}\n[discovery]\ngroups = false\ninterval = \"1s\"\n\n[callback]\nlisten = \"127.0.0.1:{port}\"\nenrol_blocklists = true\n"),
+        &format!(
+            "{base}\n[discovery]\ngroups = false\ninterval = \"1s\"\n\n[callback]\nlisten = \"127.0.0.1:{port}\"\nenrol_blocklists = true\n"
+        ),
     );
     d.reload.send(load(&path)).unwrap();
     eventually(Duration::from_secs(5), "live-x found and walked", || {
@@ -300,7 +302,10 @@ async fn reload_applies_discovery_and_callback_changes() {
     .await;
     assert_eq!(post(port).await, 200);
     eventually(Duration::from_secs(5), "zed enrolled", || {
-        count(&db, "SELECT COUNT(*) FROM sources WHERE spec = 'blocklist:zed' AND origin = 'callback'") == 1
+        count(
+            &db,
+            "SELECT COUNT(*) FROM sources WHERE spec = 'blocklist:zed' AND origin = 'callback'",
+        ) == 1
     })
     .await;
     // The listener moves to another port; the old one closes.
@@ -309,7 +314,9 @@ async fn reload_applies_discovery_and_callback_changes() {
         dir.path(),
         &sim,
         "[sources]\nrooms = [\"r\"]",
-        &format!("{base}\n[discovery]\ngroups = false\nexclude = [\"room:live-*\"]\ninterval = \"1s\"\n\n[callback]\nlisten = \"127.0.0.1:{moved}\"\n"),
+        &format!(
+            "{base}\n[discovery]\ngroups = false\nexclude = [\"room:live-*\"]\ninterval = \"1s\"\n\n[callback]\nlisten = \"127.0.0.1:{moved}\"\n"
+        ),
     );
     d.reload.send(load(&path)).unwrap();
     eventually(Duration::from_secs(5), "moved listener up", || {
@@ -322,7 +329,12 @@ async fn reload_applies_discovery_and_callback_changes() {
     .await;
     assert_eq!(post(moved).await, 200);
     // live-x is excluded now and zed no longer enrolled: neither is walked.
-    let walks_of = |spec: &str| count(&db, &format!("SELECT walks FROM sources WHERE spec = '{spec}'"));
+    let walks_of = |spec: &str| {
+        count(
+            &db,
+            &format!("SELECT walks FROM sources WHERE spec = '{spec}'"),
+        )
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (x, z) = (walks_of("room:live-x"), walks_of("blocklist:zed"));
     sim.upsert(ListKind::Room, "live-x", "u", now() + 600);
