@@ -411,5 +411,7 @@ impl Planner {
     }
 }
 
+pub mod workload;
+
 #[cfg(test)]
 mod tests;

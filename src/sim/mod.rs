@@ -50,6 +50,8 @@ pub fn router(state: Shared) -> Router {
         .route("/sim/list", get(ctl_list))
         .route("/sim/config", post(ctl_config))
         .route("/sim/viewers", post(ctl_viewers))
+        .route("/sim/walks", get(ctl_walks))
+        .route("/sim/walks/reset", post(ctl_reset_walks))
         .route("/sim/callback", post(ctl_callback))
         .with_state(state)
 }
@@ -842,6 +844,35 @@ async fn ctl_destroy(State(st): State<Shared>, axum::Json(t): axum::Json<Target>
         }
         Err(r) => *r,
     }
+}
+
+/// Walks per list and the longest gap between two walks of a list, per
+/// kind (the longest any list went unwalked), since the last reset.
+async fn ctl_walks(State(st): State<Shared>) -> Response {
+    let s = st.lock().unwrap();
+    let kind = |k: ListKind| match k {
+        ListKind::Group => "group",
+        ListKind::Room => "room",
+        ListKind::User => "user",
+    };
+    let walks: serde_json::Map<String, Value> = s
+        .walks
+        .iter()
+        .map(|((k, id), (n, _))| (format!("{}:{id}", kind(*k)), json!(n)))
+        .collect();
+    let gaps: serde_json::Map<String, Value> = s
+        .max_gap
+        .iter()
+        .map(|(k, g)| (kind(*k).to_string(), json!(g)))
+        .collect();
+    ok(json!({"walks": walks, "max_gap_s": gaps}))
+}
+
+async fn ctl_reset_walks(State(st): State<Shared>) -> Response {
+    let mut s = st.lock().unwrap();
+    s.walks.clear();
+    s.max_gap.clear();
+    ok(json!({}))
 }
 
 #[derive(Debug, Deserialize)]

@@ -241,6 +241,10 @@ pub struct SimState {
     pub callbacks: Option<CallbackTarget>,
     /// When each API last had an `Alert.RequestOverLimit` pushed.
     pub alerted: HashMap<Api, Instant>,
+    /// Walks seen (first pages served), per list, and when the last began.
+    pub walks: HashMap<(ListKind, String), (u64, Instant)>,
+    /// The longest gap between two walks of one list, per kind (seconds).
+    pub max_gap: HashMap<ListKind, f64>,
 }
 
 /// The app's callback URL (and token) as set in the vendor's console.
@@ -279,6 +283,8 @@ impl SimState {
             group_list_page: crate::tencent::api::MAX_GROUP_LIST_PAGE,
             callbacks: None,
             alerted: HashMap::new(),
+            walks: HashMap::new(),
+            max_gap: HashMap::new(),
         }
     }
 
@@ -385,6 +391,18 @@ impl SimState {
 
     /// Records a page served, when asked to.
     pub fn note_served(&mut self, kind: ListKind, id: &str, offset: u64, items: &[(String, i64)]) {
+        if offset == 0 {
+            let now = Instant::now();
+            let key = (kind, id.to_string());
+            if let Some((_, last)) = self.walks.get(&key) {
+                let gap = now.duration_since(*last).as_secs_f64();
+                let g = self.max_gap.entry(kind).or_default();
+                *g = g.max(gap);
+            }
+            let w = self.walks.entry(key).or_insert((0, now));
+            w.0 += 1;
+            w.1 = now;
+        }
         if offset == 0 && self.recording.is_some() {
             let tick = self.tick();
             if let Some(rec) = &mut self.recording {

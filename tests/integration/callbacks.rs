@@ -689,11 +689,23 @@ async fn a_hint_does_not_wait_behind_newly_found_sources() {
 /// path, with the new token.
 #[tokio::test]
 async fn a_reload_moves_the_path_and_rotates_the_token() {
-    let s = setup("[sources]\nblocklists = [\"alice\"]", Some("t1"), "", |sim| {
-        sim.set(ListKind::User, "alice", &[])
-    })
+    let s = setup(
+        "[sources]\nblocklists = [\"alice\"]",
+        Some("t1"),
+        "",
+        |sim| sim.set(ListKind::User, "alice", &[]),
+    )
     .await;
-    let port: u16 = s.callback_url.split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
+    let port: u16 = s
+        .callback_url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let text = std::fs::read_to_string(&s.config)
         .unwrap()
         .replace("token = \"t1\"", "token = \"t2\"\npath = \"/v2/callback\"");
@@ -701,7 +713,14 @@ async fn a_reload_moves_the_path_and_rotates_the_token() {
     s.daemon.reload.send(load(&s.config)).unwrap();
     let app = bansync::sim::DEMO_SDKAPPID;
     let t = now();
-    let signed = |tok: &str| query(app, "Sns.CallbackBlackListAdd", Some(t), Some(hint::sign(tok, &t.to_string())));
+    let signed = |tok: &str| {
+        query(
+            app,
+            "Sns.CallbackBlackListAdd",
+            Some(t),
+            Some(hint::sign(tok, &t.to_string())),
+        )
+    };
     let url = format!("http://127.0.0.1:{port}/v2/callback");
     let body = br#"{"PairList":[{"From_Account":"alice","To_Account":"x"}]}"#.to_vec();
     let mut ok = false;
@@ -713,7 +732,15 @@ async fn a_reload_moves_the_path_and_rotates_the_token() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ok, "the new path answers with the new token");
-    assert_eq!(post(&url, &signed("t1"), body.clone()).await.0, 403, "the old token is refused");
-    assert_eq!(post(&s.callback_url, &signed("t2"), body).await.0, 404, "the old path is gone");
+    assert_eq!(
+        post(&url, &signed("t1"), body.clone()).await.0,
+        403,
+        "the old token is refused"
+    );
+    assert_eq!(
+        post(&s.callback_url, &signed("t2"), body).await.0,
+        404,
+        "the old path is gone"
+    );
     s.daemon.shutdown().await;
 }

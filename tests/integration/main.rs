@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod adaptive;
 mod architecture;
 mod callbacks;
 mod delivery;
