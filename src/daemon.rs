@@ -71,6 +71,13 @@ fn plan(s: &Settings, syncer: Syncer, found: Vec<SourceSpec>) -> Plan {
     }
 }
 
+fn sync_interval(s: &Settings) -> Option<Duration> {
+    match &s.sync.schedule {
+        crate::config::Schedule::Interval(d) => Some(*d),
+        crate::config::Schedule::Cron(_) => None,
+    }
+}
+
 fn discovery_plan(s: &Settings) -> DiscoveryPlan {
     DiscoveryPlan {
         settings: s.discovery.clone(),
@@ -210,6 +217,8 @@ pub async fn run(
         clock,
     } = control;
     let metrics = Arc::new(Metrics::new());
+    let _ = crate::http::process_figures();
+    metrics.set_sync_interval(sync_interval(&settings));
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     let store = Store::open(
         &settings.store_path,
@@ -352,6 +361,7 @@ pub async fn run(
             Some(next) = reload.recv() => {
                 apply_reload(&current, &next, &shared_client, &store, &metrics, &plan_tx, &dispatch_ctl, &webhook_names, retry.clone(), &clock).await;
                 let _ = retention_tx.send(next.retention);
+                metrics.set_sync_interval(sync_interval(&next));
                 let d = discovery_plan(&next);
                 discovery_tx.send_if_modified(|p| if *p != d { *p = d; true } else { false });
                 if let Some(p) = callback_plan(&next) {

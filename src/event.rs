@@ -1,7 +1,7 @@
 //! Events: the types of CONTRACT.md's table and the JSON body delivered to
 //! webhooks (the Standard Webhooks payload shape).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::source::SourceKind;
 
@@ -203,49 +203,166 @@ pub fn new_event_id() -> String {
     format!("evt_{}", uuid::Uuid::now_v7().simple())
 }
 
-/// The body delivered to webhooks, byte for byte what gets signed.
+/// The body delivered to webhooks, byte for byte what gets signed: a
+/// [`payload::Body`], so `bansync schema` describes exactly this.
 pub fn body(app: u64, source: &str, seq: i64, id: &str, c: &Change) -> String {
-    let mut data = serde_json::Map::new();
-    data.insert("id".into(), json!(id));
-    data.insert("app".into(), json!(app));
-    data.insert("source".into(), json!(source));
-    data.insert("seq".into(), json!(seq));
-    if let Some(a) = &c.account {
-        data.insert("account".into(), json!(a));
+    use crate::payload::*;
+    let common = Common {
+        id: id.to_string(),
+        app,
+        source: source.to_string(),
+        seq,
+    };
+    let timestamp = Timestamp(rfc3339(c.at_ms));
+    let account = c.account.clone().unwrap_or_default();
+    let ban = || BanData {
+        common: common.clone(),
+        account: account.clone(),
+        banned_until: c.value.unwrap_or_default(),
+        previous_banned_until: c.previous,
+    };
+    let block = || BlockData {
+        common: common.clone(),
+        account: account.clone(),
+        blocked_at: c.value.unwrap_or_default(),
+        previous_blocked_at: c.previous,
+    };
+    let propagation = || PropagationData {
+        common: common.clone(),
+        account: account.clone(),
+        target: c.target.clone().unwrap_or_default(),
+        banned_until: c.value,
+        error_code: c.error_code,
+        error_info: c.error_info.clone(),
+    };
+    let b = match c.kind {
+        EventType::BanAdded => Body::BanAdded {
+            timestamp,
+            data: ban(),
+        },
+        EventType::BanUpdated => Body::BanUpdated {
+            timestamp,
+            data: ban(),
+        },
+        EventType::BanExpired => Body::BanExpired {
+            timestamp,
+            data: ban(),
+        },
+        EventType::BanLifted => Body::BanLifted {
+            timestamp,
+            data: ban(),
+        },
+        EventType::BlockAdded => Body::BlockAdded {
+            timestamp,
+            data: block(),
+        },
+        EventType::BlockUpdated => Body::BlockUpdated {
+            timestamp,
+            data: block(),
+        },
+        EventType::BlockRemoved => Body::BlockRemoved {
+            timestamp,
+            data: block(),
+        },
+        EventType::SourceUnavailable => Body::SourceUnavailable {
+            timestamp,
+            data: UnavailableData {
+                common,
+                error_code: c.error_code,
+                error_info: c.error_info.clone(),
+            },
+        },
+        EventType::SourceRestored => Body::SourceRestored {
+            timestamp,
+            data: RestoredData { common },
+        },
+        EventType::PropagationApplied => Body::PropagationApplied {
+            timestamp,
+            data: propagation(),
+        },
+        EventType::PropagationFailed => Body::PropagationFailed {
+            timestamp,
+            data: propagation(),
+        },
+    };
+    serde_json::to_string(&b).expect("bodies serialize")
+}
+
+/// The body of a `webhook.test` (`bansync deliveries test`): never stored.
+pub fn test_body(app: u64, id: &str, at_ms: i64) -> String {
+    let b = crate::payload::Body::WebhookTest {
+        timestamp: crate::payload::Timestamp(rfc3339(at_ms)),
+        data: crate::payload::TestData {
+            id: id.to_string(),
+            app,
+        },
+    };
+    serde_json::to_string(&b).expect("bodies serialize")
+}
+
+/// One example body of each type (the schema's examples; tests validate
+/// them and every body the test receivers get).
+pub fn examples() -> Vec<(String, String)> {
+    let at = 1_795_255_203_000;
+    let target = crate::source::SourceSpec::new(crate::source::SourceKind::Room, "live-2");
+    let mut out = Vec::new();
+    for (i, t) in EventType::ALL.into_iter().enumerate() {
+        let (source, c) = match t {
+            EventType::BanAdded | EventType::BanExpired | EventType::BanLifted => (
+                "room:live-1",
+                Change::entry(t, "user1", 1_795_258_803, None, at),
+            ),
+            EventType::BanUpdated => (
+                "room:live-1",
+                Change::entry(t, "user1", 1_795_262_403, Some(1_795_258_803), at),
+            ),
+            EventType::BlockAdded | EventType::BlockRemoved => (
+                "blocklist:alice",
+                Change::entry(t, "bob", 1_795_255_100, None, at),
+            ),
+            EventType::BlockUpdated => (
+                "blocklist:alice",
+                Change::entry(t, "bob", 1_795_255_190, Some(1_795_255_100), at),
+            ),
+            EventType::SourceUnavailable => (
+                "room:live-3",
+                Change::source_state(t, Some(100004), Some("room does not exist".into()), at),
+            ),
+            EventType::SourceRestored => ("room:live-3", Change::source_state(t, None, None, at)),
+            EventType::PropagationApplied => (
+                "group:@TGS#demo",
+                Change::propagation(t, "spammer", &target, Some(1_795_258_803), None, None, at),
+            ),
+            EventType::PropagationFailed => (
+                "group:@TGS#demo",
+                Change::propagation(
+                    t,
+                    "spammer",
+                    &target,
+                    Some(1_795_258_803),
+                    Some(100004),
+                    Some("room does not exist".into()),
+                    at,
+                ),
+            ),
+        };
+        let id = format!("evt_0193example{i:02}");
+        out.push((
+            t.as_str().to_string(),
+            body(1_400_000_000, source, 17, &id, &c),
+        ));
     }
-    match c.kind {
-        EventType::BanAdded
-        | EventType::BanUpdated
-        | EventType::BanExpired
-        | EventType::BanLifted => {
-            data.insert("banned_until".into(), json!(c.value));
-            data.insert("previous_banned_until".into(), json!(c.previous));
-        }
-        EventType::BlockAdded | EventType::BlockUpdated | EventType::BlockRemoved => {
-            data.insert("blocked_at".into(), json!(c.value));
-            data.insert("previous_blocked_at".into(), json!(c.previous));
-        }
-        EventType::SourceUnavailable => {
-            data.insert("error_code".into(), json!(c.error_code));
-            data.insert("error_info".into(), json!(c.error_info));
-        }
-        EventType::SourceRestored => {}
-        EventType::PropagationApplied | EventType::PropagationFailed => {
-            data.insert("target".into(), json!(c.target));
-            data.insert("banned_until".into(), json!(c.value));
-            data.insert("error_code".into(), json!(c.error_code));
-            if c.error_info.is_some() {
-                data.insert("error_info".into(), json!(c.error_info));
-            }
-        }
-    }
-    let v = json!({ "type": c.kind.as_str(), "timestamp": rfc3339(c.at_ms), "data": Value::Object(data) });
-    serde_json::to_string(&v).expect("JSON values serialize")
+    out.push((
+        "webhook.test".into(),
+        test_body(1_400_000_000, "evt_0193exampletest", at),
+    ));
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn body_matches_contract_shape() {
@@ -267,6 +384,38 @@ mod tests {
         assert_eq!(b["data"]["account"], "user1");
         assert_eq!(b["data"]["banned_until"], 1719300627);
         assert!(b["data"]["previous_banned_until"].is_null());
+    }
+
+    /// Every example validates against `bansync schema` (a real JSON
+    /// Schema validator, draft 2020-12), and each type is in the schema.
+    #[test]
+    fn every_example_validates_against_the_schema() {
+        let schema = crate::payload::schema();
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        let v = jsonschema::draft202012::new(&schema).expect("the schema compiles");
+        let examples = examples();
+        assert_eq!(examples.len(), EventType::ALL.len() + 1);
+        for (t, body) in &examples {
+            let b: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(b["type"], t.as_str());
+            let errors: Vec<String> = v.iter_errors(&b).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{t}: {errors:?}\n{body}");
+        }
+        // And the schema refuses what is not a body.
+        for bad in [
+            json!({"type": "ban.added", "timestamp": "2026-11-21T10:00:03Z", "data": {"id": "x"}}),
+            json!({"type": "ban.nope", "timestamp": "2026-11-21T10:00:03Z", "data": {}}),
+            json!({"type": "webhook.test", "data": {"id": "x", "app": 1}}),
+        ] {
+            assert!(!v.is_valid(&bad), "{bad}");
+        }
+        let text = schema.to_string();
+        for t in EventType::ALL {
+            assert!(text.contains(&format!("\"{}\"", t.as_str())), "{t:?}");
+        }
     }
 
     #[test]

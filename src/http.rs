@@ -45,7 +45,7 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
             .gauges(&names, crate::clock::Clock::system().now_ms())
     })
     .await;
-    let gauges = match gauges {
+    let mut gauges = match gauges {
         Ok(Ok(g)) => g,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "metrics: cannot read the store");
@@ -53,11 +53,49 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
         }
         Err(_) => Default::default(),
     };
+    gauges.process = process_figures();
     (
         [("content-type", "text/plain; version=0.0.4")],
         s.metrics.render(&gauges),
     )
 }
+
+/// The process's CPU, memory and descriptors, from `getrusage` and
+/// `/proc/self` (Linux); `None` where they cannot be read.
+pub fn process_figures() -> Option<crate::metrics::ProcessFigures> {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct it is given and nothing else.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let max_fds = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some(crate::metrics::ProcessFigures {
+        cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
+        resident_bytes: rss_kib * 1024,
+        open_fds,
+        max_fds,
+        start_time_seconds: *START_TIME,
+    })
+}
+
+/// When the process started (Unix seconds), taken the first time asked:
+/// the daemon asks as it starts its endpoints.
+static START_TIME: std::sync::LazyLock<f64> =
+    std::sync::LazyLock::new(|| crate::clock::Clock::system().now_ms() as f64 / 1000.0);
 
 /// Connections served at once; more are closed at once (a scraper needs
 /// one, a health check another).

@@ -18,6 +18,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod mirror;
+pub mod payload;
 pub mod propagate;
 pub mod sim;
 pub mod source;

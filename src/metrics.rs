@@ -67,6 +67,8 @@ struct Inner {
     listings: BTreeMap<(&'static str, &'static str), u64>,
     walk_calls: BTreeMap<(&'static str, &'static str), u64>,
     oldest_walk_age: BTreeMap<&'static str, f64>,
+    /// `sync.interval` in seconds (none with a cron schedule).
+    sync_interval: Option<f64>,
 }
 
 /// Figures read from the store at scrape time.
@@ -82,6 +84,18 @@ pub struct Gauges {
     pub sources_by_origin: Vec<(&'static str, u64)>,
     /// Per listed kind: the last complete listing (Unix s) and what it found.
     pub listings: Vec<(String, Option<i64>, u64)>,
+    /// The process's own figures (read at scrape time).
+    pub process: Option<ProcessFigures>,
+}
+
+/// The process's resources, in the names Prometheus client libraries use.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessFigures {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub open_fds: u64,
+    pub max_fds: u64,
+    pub start_time_seconds: f64,
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +178,11 @@ impl Metrics {
         };
     }
 
+    /// The configured interval (for alerts on sources left unwalked).
+    pub fn set_sync_interval(&self, interval: Option<Duration>) {
+        self.inner.lock().unwrap().sync_interval = interval.map(|d| d.as_secs_f64());
+    }
+
     /// A walk a callback moved earlier.
     pub fn hinted_walk(&self, kind: &'static str) {
         *self
@@ -225,6 +244,63 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let m = self.inner.lock().unwrap();
         let mut out = String::with_capacity(8192);
+        let _ = writeln!(
+            out,
+            "# HELP bansync_build_info The running version (always 1)."
+        );
+        let _ = writeln!(out, "# TYPE bansync_build_info gauge");
+        let _ = writeln!(
+            out,
+            "bansync_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let _ = writeln!(
+            out,
+            "# HELP bansync_sync_interval_seconds sync.interval: the longest a source should go unwalked."
+        );
+        let _ = writeln!(out, "# TYPE bansync_sync_interval_seconds gauge");
+        if let Some(i) = m.sync_interval {
+            let _ = writeln!(out, "bansync_sync_interval_seconds {i}");
+        }
+        let p = g.process.unwrap_or_default();
+        for (name, kind, help, value) in [
+            (
+                "process_cpu_seconds_total",
+                "counter",
+                "User and system CPU time spent in seconds.",
+                p.cpu_seconds,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                p.resident_bytes as f64,
+            ),
+            (
+                "process_open_fds",
+                "gauge",
+                "Number of open file descriptors.",
+                p.open_fds as f64,
+            ),
+            (
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                p.max_fds as f64,
+            ),
+            (
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since the Unix epoch in seconds.",
+                p.start_time_seconds,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            if g.process.is_some() {
+                let _ = writeln!(out, "{name} {value}");
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP bansync_api_requests_total Vendor API calls by API and answer code (0 = success)."

@@ -96,21 +96,39 @@ fn check_accounts(accounts: &[String]) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `--room ROOM` or `--group GROUP`, checked.
+fn target_of(t: &super::Target) -> Result<SourceSpec, CliError> {
+    let (flag, kind, id) = match (&t.room, &t.group) {
+        (Some(r), None) => ("--room", SourceKind::Room, r),
+        (None, Some(g)) => ("--group", SourceKind::Group, g),
+        _ => {
+            return Err(CliError::Usage(
+                "give exactly one of --room and --group".into(),
+            ));
+        }
+    };
+    crate::source::validate_id(id).map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
+    Ok(SourceSpec::new(kind, id.as_str()))
+}
+
 pub fn ban(config: &Option<PathBuf>, args: BanArgs) -> CliResult {
     check_accounts(&args.accounts)?;
-    let settings = load_settings(config)?;
-    crate::logging::init(settings.log_format, "warn");
-    if let Err(e) = crate::source::validate_id(&args.room) {
-        return Err(CliError::Usage(format!("--room: {e}")));
-    }
+    let target = target_of(&args.target)?;
     let secs = args.duration.as_secs();
     if secs == 0 {
         return Err(CliError::Usage("--duration: must be at least 1s".into()));
     }
-    if args.reason.len() > crate::tencent::api::MAX_REASON_BYTES {
-        eprintln!("bansync: note: --reason is cut to 200 bytes, as the vendor allows");
+    let settings = load_settings(config)?;
+    crate::logging::init(settings.log_format, "warn");
+    let (limit, field) = match target.kind {
+        SourceKind::Group => (crate::tencent::api::MAX_DESCRIPTION_BYTES, "Description"),
+        _ => (crate::tencent::api::MAX_REASON_BYTES, "Reason"),
+    };
+    if args.reason.len() > limit {
+        eprintln!(
+            "bansync: note: --reason is cut to {limit} bytes, as the vendor allows for {field}"
+        );
     }
-    let target = SourceSpec::new(SourceKind::Room, args.room.clone());
     let c = client(&settings);
     let outcome = runtime().block_on(walk::ban(&c, &target, &args.accounts, secs, &args.reason));
     report(
@@ -122,14 +140,108 @@ pub fn ban(config: &Option<PathBuf>, args: BanArgs) -> CliResult {
     )
 }
 
-pub fn unban(config: &Option<PathBuf>, room: &str, accounts: Vec<String>) -> CliResult {
-    check_accounts(&accounts)?;
+pub fn unban(config: &Option<PathBuf>, args: super::UnbanArgs) -> CliResult {
+    check_accounts(&args.accounts)?;
+    let target = target_of(&args.target)?;
     let settings = load_settings(config)?;
     crate::logging::init(settings.log_format, "warn");
-    let target = SourceSpec::new(SourceKind::Room, room);
     let c = client(&settings);
-    let outcome = runtime().block_on(walk::unban(&c, &target, &accounts));
+    let outcome = runtime().block_on(walk::unban(&c, &target, &args.accounts));
     report(outcome, &format!("unbanned in {target}"))
+}
+
+/// `deliveries test`: one signed `webhook.test`, now, not stored; the
+/// answer printed; exit 0 on 2xx.
+pub fn test_delivery(config: &Option<PathBuf>, name: &str) -> CliResult {
+    let settings = load_settings(config)?;
+    let Some(w) = settings.webhooks.iter().find(|w| w.name == name) else {
+        let names: Vec<&str> = settings.webhooks.iter().map(|w| w.name.as_str()).collect();
+        return Err(CliError::Usage(format!(
+            "--webhook: no webhook named `{name}` (configured: {})",
+            names.join(", ")
+        )));
+    };
+    let now_ms = crate::clock::Clock::system().now_ms();
+    let id = crate::event::new_event_id();
+    let body = crate::event::test_body(settings.tencent.sdkappid, &id, now_ms);
+    let ts = now_ms / 1000;
+    let keys = crate::delivery::sign::raw_keys(&w.keys);
+    let signature = crate::delivery::sign::signature_header(&keys, &id, ts, body.as_bytes());
+    let http = reqwest::Client::builder()
+        .timeout(w.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("bansync/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(fail)?;
+    let url = crate::config::redacted_url(&w.url);
+    println!("POST {url}  webhook-id {id}");
+    let sent = runtime().block_on(async {
+        let r = http
+            .post(&w.url)
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        Ok::<_, reqwest::Error>((status, text))
+    });
+    match sent {
+        Ok((status, text)) => {
+            let shown: String = text.chars().take(500).collect();
+            println!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            );
+            if !shown.trim().is_empty() {
+                println!("{}", shown.trim_end());
+            }
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(CliError::Reported)
+            }
+        }
+        Err(e) => {
+            let what = if e.is_timeout() {
+                "timed out".to_string()
+            } else if e.is_connect() {
+                "connection refused or failed".to_string()
+            } else {
+                e.without_url().to_string()
+            };
+            Err(CliError::failed(format!("webhook {name}: {what}")))
+        }
+    }
+}
+
+/// Writes `bansync.1` and one page per command (`bansync-run.1`, ...).
+pub fn manpages(dir: &std::path::Path) -> CliResult {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let cmd = super::Cli::command();
+    let write = |name: &str, c: clap::Command| -> CliResult {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c)
+            .title(name.to_uppercase())
+            .render(&mut out)
+            .map_err(fail)?;
+        std::fs::write(dir.join(format!("{name}.1")), out).map_err(fail)
+    };
+    write("bansync", cmd.clone())?;
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let name = format!("bansync-{}", sub.get_name());
+        let c = sub
+            .clone()
+            .display_name(name.clone())
+            .bin_name(format!("bansync {}", sub.get_name()));
+        write(&name, c)?;
+    }
+    Ok(())
 }
 
 pub fn usersig(

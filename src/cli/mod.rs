@@ -81,15 +81,10 @@ pub enum Command {
         #[arg(long, value_name = "TIME", value_parser = parse_time)]
         since: i64,
     },
-    /// Ban accounts in a live room (20 a request).
+    /// Ban accounts in a live room or an audio-video group (20 a request).
     Ban(BanArgs),
-    /// Lift bans in a live room.
-    Unban {
-        #[arg(long, value_name = "ROOM")]
-        room: String,
-        #[arg(required = true, value_name = "ACCOUNT")]
-        accounts: Vec<String>,
-    },
+    /// Lift bans in a live room or an audio-video group.
+    Unban(UnbanArgs),
     /// Print a UserSig for the configured app.
     Usersig {
         /// Identifier to sign for [default: tencent.identifier]
@@ -107,6 +102,27 @@ pub enum Command {
         #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "75s")]
         duration: std::time::Duration,
     },
+    /// Print the JSON Schema (draft 2020-12) every webhook body validates against.
+    Schema,
+    /// Print a completion script for bash, zsh or fish.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write the man pages (bansync.1 and one per command) into DIR.
+    #[command(hide = true)]
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// The shells `bansync completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,12 +141,37 @@ pub enum DeliveriesCommand {
         #[arg(long = "id", value_name = "ID")]
         ids: Vec<i64>,
     },
+    /// Send one signed `webhook.test` to a webhook now (not stored) and print the answer.
+    Test {
+        #[arg(long, value_name = "NAME")]
+        webhook: String,
+    },
+}
+
+/// Where to ban or unban: exactly one of `--room` and `--group`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// A live room (live_engine_http_srv).
+    #[arg(long, value_name = "ROOM")]
+    pub room: Option<String>,
+    /// An audio-video group (group_open_http_svc).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnbanArgs {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(required = true, value_name = "ACCOUNT")]
+    pub accounts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct BanArgs {
-    #[arg(long, value_name = "ROOM")]
-    pub room: String,
+    #[command(flatten)]
+    pub target: Target,
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub duration: std::time::Duration,
     #[arg(long, value_name = "TEXT", default_value = "")]
@@ -249,7 +290,28 @@ pub fn main() -> ExitCode {
         }
         Command::Replay { webhook, since } => admin::replay(&cli.config, &webhook, since),
         Command::Ban(args) => admin::ban(&cli.config, args),
-        Command::Unban { room, accounts } => admin::unban(&cli.config, &room, accounts),
+        Command::Unban(args) => admin::unban(&cli.config, args),
+        Command::Deliveries(DeliveriesCommand::Test { webhook }) => {
+            admin::test_delivery(&cli.config, &webhook)
+        }
+        Command::Schema => {
+            let mut text =
+                serde_json::to_string_pretty(&crate::payload::schema()).expect("schemas serialize");
+            text.push('\n');
+            print_all(text.as_bytes())
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "bansync", &mut out);
+            print_all(&out)
+        }
+        Command::Manpages { dir } => admin::manpages(&dir),
         Command::Usersig { identifier, expire } => admin::usersig(&cli.config, identifier, expire),
         Command::Sim(args) => admin::sim(&cli.config, args),
         Command::Demo { duration } => return crate::demo::main(duration),
@@ -257,6 +319,17 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => e.report(),
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is not
+/// an error.
+fn print_all(bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(fail(e)),
+        _ => Ok(()),
     }
 }
 

@@ -453,6 +453,25 @@ pub struct ReceiverState {
     pub hits: Arc<Mutex<Vec<String>>>,
     /// Requests whose body holds this text are answered 500.
     pub fail_when: Arc<Mutex<Option<String>>>,
+    /// Bodies that did not validate against `bansync schema`.
+    pub invalid: Arc<Mutex<Vec<String>>>,
+}
+
+/// Checks a body against `bansync schema` with a JSON Schema validator
+/// (draft 2020-12), compiled once per test binary.
+pub fn valid_body(body: &[u8]) -> Result<(), String> {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let v = VALIDATOR.get_or_init(|| {
+        jsonschema::draft202012::new(&bansync::payload::schema()).expect("the schema compiles")
+    });
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 async fn receive(
@@ -468,6 +487,15 @@ async fn receive(
             .to_string()
     };
     st.hits.lock().unwrap().push(h("webhook-id"));
+    // Every body any test receives must validate against `bansync schema`:
+    // one that does not is refused, and the test reading it fails.
+    if let Err(e) = valid_body(&body) {
+        st.invalid
+            .lock()
+            .unwrap()
+            .push(format!("{e}\n{}", String::from_utf8_lossy(&body)));
+        return StatusCode::UNPROCESSABLE_ENTITY.into_response();
+    }
     if let Some(needle) = st.fail_when.lock().unwrap().clone()
         && String::from_utf8_lossy(&body).contains(&needle)
     {
@@ -578,6 +606,11 @@ impl Receiver {
     }
 
     pub fn received(&self) -> Vec<Received> {
+        let invalid = self.state.invalid.lock().unwrap().clone();
+        assert!(
+            invalid.is_empty(),
+            "bodies that do not validate against bansync schema: {invalid:?}"
+        );
         self.state.log.lock().unwrap().clone()
     }
 

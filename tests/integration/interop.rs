@@ -21,7 +21,9 @@ fn python() -> PathBuf {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv");
     let py = venv.join("bin/python");
-    let ready = venv.join(".installed");
+    // Named for what it holds: a venv from before a package was added is
+    // set up again.
+    let ready = venv.join(".installed-tls-standardwebhooks-jsonschema");
     if !ready.exists() {
         // `--clear` so that a run interrupted halfway does not poison the next.
         let ok = Command::new("python3")
@@ -42,13 +44,14 @@ fn python() -> PathBuf {
                 "-q",
                 "tls-sig-api-v2",
                 "standardwebhooks",
+                "jsonschema",
             ])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
         assert!(
             ok,
-            "cannot install tls-sig-api-v2 and standardwebhooks from PyPI"
+            "cannot install tls-sig-api-v2, standardwebhooks and jsonschema from PyPI"
         );
         std::fs::write(&ready, "").unwrap();
     }
@@ -232,4 +235,42 @@ async fn every_delivery_verifies_with_the_official_standardwebhooks_package() {
         "the official package rejected deliveries: {rejected:?}"
     );
     assert!(verdicts.len() >= 6);
+}
+
+/// `bansync schema` (the binary's output) checked by the Python
+/// `jsonschema` package: a valid draft 2020-12 schema, every example body
+/// valid, a body without its data refused.
+#[test]
+fn the_schema_and_every_example_validate_with_the_python_jsonschema_package() {
+    let py = python();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bansync"))
+        .arg("schema")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let schema = dir.path().join("schema.json");
+    std::fs::write(&schema, &out.stdout).unwrap();
+    let bodies = dir.path().join("bodies.jsonl");
+    let lines: Vec<String> = bansync::event::examples()
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    std::fs::write(&bodies, lines.join("\n") + "\n").unwrap();
+    let out = Command::new(&py)
+        .arg(script("schema_check.py"))
+        .arg(&schema)
+        .arg(&bodies)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for t in bansync::event::EventType::ALL {
+        assert!(text.contains(&format!("{} 1", t.as_str())), "{text}");
+    }
+    assert!(text.contains("webhook.test 1"), "{text}");
 }

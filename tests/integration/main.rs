@@ -18,4 +18,5 @@ mod rate_limit;
 mod regressions;
 mod robustness;
 mod sync_engine;
+mod toolbox;
 mod vendor_client;
