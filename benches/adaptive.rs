@@ -6,6 +6,12 @@
 //!     cargo bench --bench adaptive                       # ~25 minutes
 //!     cargo bench --bench adaptive -- --markdown BENCHMARKS-adaptive.md
 //!     cargo bench --bench adaptive -- --rooms 300 --learn 60 --measure 120   # a smoke run
+//!     cargo bench --bench adaptive -- --kick-share 0.5   # with callbacks as hints
+//!
+//! With `--kick-share F` the lists are audio-video groups and a share F of
+//! the bans also kick the member, which the vendor reports with
+//! `Group.CallbackAfterMemberExit` (the only callback near a ban); a third
+//! side, adaptive with `[callback]`, gets those callbacks as hints.
 //!
 //! Each mode has its own simulator (the vendor's limit set to the budget,
 //! so any excess would be answered as rate-limited), its own daemon
@@ -25,6 +31,10 @@ use serde_json::Value;
 
 struct Opts {
     rooms: usize,
+    /// Audio-video groups instead of live rooms.
+    groups: bool,
+    /// The share of bans that kick (and so call back); 0: no third side.
+    kick_share: f64,
     rate: u32,
     learn: u64,
     measure: u64,
@@ -35,6 +45,8 @@ struct Opts {
 fn parse(args: &[String]) -> Opts {
     let mut o = Opts {
         rooms: 2000,
+        groups: false,
+        kick_share: 0.0,
         rate: 25,
         learn: 300,
         measure: 600,
@@ -50,6 +62,15 @@ fn parse(args: &[String]) -> Opts {
             "--learn" => o.learn = next().parse().expect("--learn SECONDS"),
             "--measure" => o.measure = next().parse().expect("--measure SECONDS"),
             "--seed" => o.seed = next().parse().expect("--seed N"),
+            "--groups" => {
+                o.groups = true;
+                i += 1;
+                continue;
+            }
+            "--kick-share" => {
+                o.kick_share = next().parse().expect("--kick-share F");
+                o.groups = true;
+            }
             "--markdown" => o.markdown = Some(PathBuf::from(next())),
             "--bench" => {
                 i += 1;
@@ -93,6 +114,8 @@ async fn receiver() -> (String, Arrivals) {
 
 struct Side {
     name: &'static str,
+    /// Callbacks reach this side's daemon.
+    hints: bool,
     state: sim::Shared,
     arrivals: Arrivals,
     db: PathBuf,
@@ -100,7 +123,24 @@ struct Side {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-async fn side(name: &'static str, sync: &str, o: &Opts, costs: &[u32], dir: &Path) -> Side {
+/// The simulator's list kind, the config key and the list API of a run.
+fn kind(o: &Opts) -> (ListKind, &'static str, &'static str) {
+    if o.groups {
+        (ListKind::Group, "groups", "group_open_http_svc/get_group_ban_member")
+    } else {
+        (ListKind::Room, "rooms", "live_engine_http_srv/get_banned_member_list")
+    }
+}
+
+async fn side(
+    name: &'static str,
+    sync: &str,
+    o: &Opts,
+    costs: &[u32],
+    dir: &Path,
+    hints: bool,
+) -> Side {
+    let (list_kind, key, _) = kind(o);
     let state = sim::new_state(
         sim::DEMO_SDKAPPID,
         sim::DEMO_IDENTIFIER,
@@ -113,7 +153,7 @@ async fn side(name: &'static str, sync: &str, o: &Opts, costs: &[u32], dir: &Pat
         for (i, c) in costs.iter().enumerate() {
             // 1 page: 50 entries; 2 pages: 150; 3 pages: 250 (page size 100).
             let n = 50 + 100 * (*c as usize - 1);
-            s.rooms.insert(
+            s.lists(list_kind).insert(
                 format!("r{i}"),
                 sim::state::List {
                     entries: (0..n).map(|j| (format!("seed{j}"), until)).collect(),
@@ -128,10 +168,20 @@ async fn side(name: &'static str, sync: &str, o: &Opts, costs: &[u32], dir: &Pat
     std::fs::create_dir_all(&dir).unwrap();
     let rooms: Vec<String> = (0..costs.len()).map(|i| format!("\"r{i}\"")).collect();
     let path = dir.join("bansync.toml");
+    let callback_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let callback = if hints {
+        format!("\n[callback]\nlisten = \"127.0.0.1:{callback_port}\"\ntoken = \"bench\"\n")
+    } else {
+        String::new()
+    };
     std::fs::write(
         &path,
         format!(
-            "[tencent]\nsdkappid = {}\nidentifier = \"{}\"\nsecret_key = \"{}\"\nbase_url = \"http://{addr}\"\nrequests_per_second = {}\n\n[store]\npath = \"{}\"\n\n[sync]\n{sync}\n\n[sources]\nrooms = [{}]\n\n[[webhook]]\nname = \"r\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\n[http]\nlisten = \"off\"\n\n[log]\nlevel = \"warn\"\n",
+            "[tencent]\nsdkappid = {}\nidentifier = \"{}\"\nsecret_key = \"{}\"\nbase_url = \"http://{addr}\"\nrequests_per_second = {}\n\n[store]\npath = \"{}\"\n\n[sync]\n{sync}\n\n[sources]\n{key} = [{}]\n\n[[webhook]]\nname = \"r\"\nurl = \"{url}\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\n[http]\nlisten = \"off\"\n\n[log]\nlevel = \"warn\"\n{callback}",
             sim::DEMO_SDKAPPID,
             sim::DEMO_IDENTIFIER,
             sim::DEMO_KEY,
@@ -159,8 +209,43 @@ async fn side(name: &'static str, sync: &str, o: &Opts, costs: &[u32], dir: &Pat
         Default::default(),
         Default::default(),
     ));
+    if hints {
+        // The vendor's console: callbacks to this daemon, signed.
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", callback_port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
+        let url = format!("http://127.0.0.1:{callback_port}/tencent/callback");
+        let app = sim::DEMO_SDKAPPID;
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while let Some((command, body)) = rx.recv().await {
+                let t = bansync::clock::Clock::system().now_s().to_string();
+                let q = [
+                    ("SdkAppid", app.to_string()),
+                    ("CallbackCommand", command),
+                    ("contenttype", "json".into()),
+                    ("RequestTime", t.clone()),
+                    ("Sign", bansync::hint::sign("bench", &t)),
+                ];
+                let _ = http.post(&url).query(&q).json(&body).send().await;
+            }
+        });
+        state.lock().unwrap().callbacks = Some(sim::state::CallbackTarget {
+            url: String::new(),
+            token: Some("bench".into()),
+            queue: tx,
+        });
+    }
     Side {
         name,
+        hints,
         state,
         arrivals,
         db,
@@ -196,7 +281,7 @@ struct Figures {
 /// Cumulative distributions of the two latency sets as a PNG (no fonts;
 /// BENCHMARKS.md says what is drawn): x from 0 to `x_max` seconds with a
 /// grey line every 30 s, y from 0 to 100% with a line every 10%; red the
-/// sweep, blue adaptive.
+/// sweep, blue adaptive, green adaptive with callbacks.
 fn plot(path: &Path, sets: &[(&[f64], [u8; 3])], x_max: f64) {
     let (w, h, m) = (900usize, 360usize, 30usize);
     let mut img = vec![255u8; w * h * 3];
@@ -257,16 +342,18 @@ async fn run(o: Opts) {
     let sweep_minutes = sweep_secs.div_ceil(60).max(1);
     let adaptive_interval = 300;
     println!(
-        "{} rooms, {pages} pages a sweep ({sweep_secs} s of calls at {}/s): sweep every {sweep_minutes}m, adaptive with interval {adaptive_interval}s",
+        "{} lists, {pages} pages a sweep ({sweep_secs} s of calls at {}/s): sweep every {sweep_minutes}m, adaptive with interval {adaptive_interval}s",
         o.rooms, o.rate
     );
-    let sides = [
+    let (list_kind, _, api_path) = kind(&o);
+    let mut sides = vec![
         side(
             "sweep",
             &format!("interval = \"{sweep_minutes}m\""),
             &o,
             &w.costs,
             dir.path(),
+            false,
         )
         .await,
         side(
@@ -275,9 +362,23 @@ async fn run(o: Opts) {
             &o,
             &w.costs,
             dir.path(),
+            false,
         )
         .await,
     ];
+    if o.kick_share > 0.0 {
+        sides.push(
+            side(
+                "adaptive + callbacks",
+                &format!("mode = \"adaptive\"\ninterval = \"{adaptive_interval}s\""),
+                &o,
+                &w.costs,
+                dir.path(),
+                true,
+            )
+            .await,
+        );
+    }
     // Both baselines first.
     let t0 = Instant::now();
     while sides.iter().any(|s| walked(&s.db) < o.rooms) {
@@ -308,14 +409,23 @@ async fn run(o: Opts) {
         tokio::time::sleep_until(due.into()).await;
         let account = format!("b{n}");
         let until = bansync::clock::Clock::system().now_s() + 3600;
+        // A deterministic share of the bans also kicks the member.
+        let kicks = o.kick_share > 0.0
+            && ((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64
+                < o.kick_share;
         for s in &sides {
-            s.state
-                .lock()
-                .unwrap()
-                .lists(ListKind::Room)
+            let mut st = s.state.lock().unwrap();
+            st.lists(list_kind)
                 .entry(format!("r{room}"))
                 .or_default()
                 .upsert(&account, until);
+            if kicks && s.hints {
+                st.push_callback(
+                    "Group.CallbackAfterMemberExit",
+                    serde_json::json!({"GroupId": format!("r{room}"), "Type": "AVChatRoom",
+                        "ExitType": "Kicked", "ExitMemberList": [{"Member_Account": account}]}),
+                );
+            }
         }
         changed.push((account, Instant::now(), *t >= measure_from));
     }
@@ -332,7 +442,7 @@ async fn run(o: Opts) {
             let st = s.state.lock().unwrap();
             let api = st
                 .stats
-                .get("live_engine_http_srv/get_banned_member_list")
+                .get(api_path)
                 .cloned()
                 .unwrap_or_default();
             Figures {
@@ -342,7 +452,7 @@ async fn run(o: Opts) {
                 calls_per_s: api.calls as f64 / measured_for,
                 most_in_second: api.max_in_window,
                 rate_limited: api.rate_limited,
-                max_gap: st.max_gap.get(&ListKind::Room).copied().unwrap_or(0.0),
+                max_gap: st.max_gap.get(&list_kind).copied().unwrap_or(0.0),
             }
         })
         .collect();
@@ -381,10 +491,22 @@ async fn run(o: Opts) {
     }
     let measured = changed.iter().filter(|c| c.2).count();
     let mut md = String::new();
+    let what = if o.groups {
+        "audio-video groups"
+    } else {
+        "rooms"
+    };
     md += &format!(
-        "{} rooms of one to three pages ({pages} calls a sweep), `requests_per_second = {}`; bans at 0.5/s spread Zipf(1.1) over rooms plus a raid (10 bans over 30 s in a Zipf-chosen room) every 20 s; {} s to learn, then {measured} bans over {} s measured. `sweep` every {sweep_minutes}m, `adaptive` with `interval = \"{adaptive_interval}s\"`.\n\n",
+        "{} {what} of one to three pages ({pages} calls a sweep), `requests_per_second = {}`; bans at 0.5/s spread Zipf(1.1) over them plus a raid (10 bans over 30 s in a Zipf-chosen one) every 20 s; {} s to learn, then {measured} bans over {} s measured. `sweep` every {sweep_minutes}m, `adaptive` with `interval = \"{adaptive_interval}s\"`.",
         o.rooms, o.rate, o.learn, o.measure
     );
+    if o.kick_share > 0.0 {
+        md += &format!(
+            " {:.0}% of the bans also kick the member (`Group.CallbackAfterMemberExit`); `adaptive + callbacks` gets those callbacks as hints.",
+            o.kick_share * 100.0
+        );
+    }
+    md += "\n\n";
     md += "| mode | p50 | p90 | p99 | max | not arrived | calls/s | most calls in one second | rate-limit answers | longest unwalked |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for f in &figures {
         md += &format!(
@@ -408,20 +530,30 @@ async fn run(o: Opts) {
         pct(&s.latencies, 0.9) / pct(&a.latencies, 0.9),
         a.max_gap
     );
+    if let Some(h) = figures.get(2) {
+        md += &format!(
+            "With callbacks as hints: p50 {:.1}x lower than the sweep's, p90 {:.2}x.\n",
+            pct(&s.latencies, 0.5) / pct(&h.latencies, 0.5),
+            pct(&s.latencies, 0.9) / pct(&h.latencies, 0.9)
+        );
+    }
     print!("{md}");
-    let png = PathBuf::from("benchmarks-detection-latency.png");
-    let x_max = s
-        .latencies
-        .last()
-        .copied()
-        .unwrap_or(300.0)
-        .max(a.latencies.last().copied().unwrap_or(0.0))
-        .max(60.0);
-    plot(
-        &png,
-        &[(&s.latencies, [220, 40, 40]), (&a.latencies, [40, 80, 220])],
-        x_max,
-    );
+    let png = PathBuf::from(if o.kick_share > 0.0 {
+        "benchmarks-detection-latency-callbacks.png"
+    } else {
+        "benchmarks-detection-latency.png"
+    });
+    let x_max = figures
+        .iter()
+        .filter_map(|f| f.latencies.last().copied())
+        .fold(60.0, f64::max);
+    let colours = [[220, 40, 40], [40, 80, 220], [30, 160, 60]];
+    let sets: Vec<(&[f64], [u8; 3])> = figures
+        .iter()
+        .zip(colours)
+        .map(|(f, c)| (f.latencies.as_slice(), c))
+        .collect();
+    plot(&png, &sets, x_max);
     println!("plot: {}", png.display());
     if let Some(p) = o.markdown {
         std::fs::write(&p, md).unwrap();

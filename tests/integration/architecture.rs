@@ -10,7 +10,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "model",
         &[
-            "source", "duration", "clock", "metrics", "event", "diff", "mirror", "hint", "adaptive",
+            "source", "duration", "clock", "metrics", "payload", "event", "diff", "mirror", "hint",
+            "adaptive",
         ],
     ),
     ("config", &["config"]),
