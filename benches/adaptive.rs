@@ -126,9 +126,17 @@ struct Side {
 /// The simulator's list kind, the config key and the list API of a run.
 fn kind(o: &Opts) -> (ListKind, &'static str, &'static str) {
     if o.groups {
-        (ListKind::Group, "groups", "group_open_http_svc/get_group_ban_member")
+        (
+            ListKind::Group,
+            "groups",
+            "group_open_http_svc/get_group_ban_member",
+        )
     } else {
-        (ListKind::Room, "rooms", "live_engine_http_srv/get_banned_member_list")
+        (
+            ListKind::Room,
+            "rooms",
+            "live_engine_http_srv/get_banned_member_list",
+        )
     }
 }
 
@@ -338,7 +346,7 @@ async fn run(o: Opts) {
     let w = workload(o.seed, o.rooms, 0.0, (o.learn + o.measure) as f64);
     let pages: u32 = w.costs.iter().sum();
     // The shortest whole-minute interval a sweep can keep at this rate.
-    let sweep_secs = (f64::from(pages) / (f64::from(o.rate) * 0.97)).ceil() as u64;
+    let sweep_secs = (f64::from(pages) / bansync::tencent::pacer::paced_rate(o.rate)).ceil() as u64;
     let sweep_minutes = sweep_secs.div_ceil(60).max(1);
     let adaptive_interval = 300;
     println!(
@@ -410,9 +418,9 @@ async fn run(o: Opts) {
         let account = format!("b{n}");
         let until = bansync::clock::Clock::system().now_s() + 3600;
         // A deterministic share of the bans also kicks the member.
-        let kicks = o.kick_share > 0.0
-            && ((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64
-                < o.kick_share;
+        let unit =
+            ((n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / ((1u64 << 53) as f64);
+        let kicks = o.kick_share > 0.0 && unit < o.kick_share;
         for s in &sides {
             let mut st = s.state.lock().unwrap();
             st.lists(list_kind)
@@ -440,11 +448,7 @@ async fn run(o: Opts) {
         .iter()
         .map(|s| {
             let st = s.state.lock().unwrap();
-            let api = st
-                .stats
-                .get(api_path)
-                .cloned()
-                .unwrap_or_default();
+            let api = st.stats.get(api_path).cloned().unwrap_or_default();
             Figures {
                 name: s.name,
                 latencies: Vec::new(),

@@ -20,8 +20,8 @@
 //!
 //! λ is learnt from what the walks find: a slow estimate (changes over
 //! observed time, decayed over 30 min, with the estate's average as a
-//! prior worth 5 min of observation) and a burst estimate (the changes one
-//! walk found over the time since the walk before, decayed over two
+//! prior worth 7.5 min of observation) and a burst estimate (the changes
+//! one walk found over the time since the walk before, decayed over three
 //! minutes) so a raid is followed within seconds of its first ban. The
 //! constants were chosen in virtual time (`tests::tuning_table`). Hints (callbacks), confirmation walks
 //! and sources new to the loop do not come from here: the scheduler walks
@@ -91,8 +91,8 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             slow_tau: 1800.0,
-            burst_tau: 120.0,
-            prior_weight: 300.0,
+            burst_tau: 180.0,
+            prior_weight: 450.0,
         }
     }
 }
