@@ -976,6 +976,17 @@ async fn bench(o: Opts) {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
+        // Sections other benchmarks keep in the page (between their
+        // markers, at its end) stay.
+        let kept = std::fs::read_to_string(&md)
+            .ok()
+            .and_then(|old| old.find("<!-- adaptive").map(|i| old[i..].to_string()))
+            .unwrap_or_default();
+        let text = if kept.is_empty() {
+            text
+        } else {
+            format!("{text}\n{kept}")
+        };
         std::fs::write(&md, text).unwrap();
         println!("wrote {}", md.display());
         let png = md.with_file_name("benchmarks-calls-per-second.png");

@@ -20,7 +20,7 @@
 //!
 //! λ is learnt from what the walks find: a slow estimate (changes over
 //! observed time, decayed over 30 min, with the estate's average as a
-//! prior worth 7.5 min of observation) and a burst estimate (the changes
+//! prior worth 15 min of observation) and a burst estimate (the changes
 //! one walk found over the time since the walk before, decayed over three
 //! minutes) so a raid is followed within seconds of its first ban. The
 //! constants were chosen in virtual time (`tests::tuning_table`). Hints (callbacks), confirmation walks
@@ -92,7 +92,7 @@ impl Default for Tuning {
         Tuning {
             slow_tau: 1800.0,
             burst_tau: 180.0,
-            prior_weight: 450.0,
+            prior_weight: 900.0,
         }
     }
 }
