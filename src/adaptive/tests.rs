@@ -357,15 +357,38 @@ fn the_benchmark_workload_in_virtual_time() {
     let from = shift + 300.0;
     for tuning in [
         Tuning::default(),
-        Tuning { slow_tau: 1800.0, burst_tau: 180.0, prior_weight: 450.0 },
-        Tuning { slow_tau: 1800.0, burst_tau: 120.0, prior_weight: 300.0 },
+        Tuning {
+            slow_tau: 1800.0,
+            burst_tau: 180.0,
+            prior_weight: 450.0,
+        },
+        Tuning {
+            slow_tau: 1800.0,
+            burst_tau: 120.0,
+            prior_weight: 300.0,
+        },
     ] {
         let sweep = simulate_from(&w, Policy::Sweep { period: 180.0 }, rate, until, from);
-        let a = simulate_from(&w, Policy::Tuned { interval: 300.0, tuning }, rate, until, from);
+        let a = simulate_from(
+            &w,
+            Policy::Tuned {
+                interval: 300.0,
+                tuning,
+            },
+            rate,
+            until,
+            from,
+        );
         println!(
             "{tuning:?}: sweep p50 {:.1} p90 {:.1}; adaptive p50 {:.1} p90 {:.1} (longest unwalked {:.0}): {:.1}x / {:.2}x; calls {:?}",
-            sweep.pct(0.5), sweep.pct(0.9), a.pct(0.5), a.pct(0.9), a.max_gap,
-            sweep.pct(0.5) / a.pct(0.5), sweep.pct(0.9) / a.pct(0.9), a.by_reason
+            sweep.pct(0.5),
+            sweep.pct(0.9),
+            a.pct(0.5),
+            a.pct(0.9),
+            a.max_gap,
+            sweep.pct(0.5) / a.pct(0.5),
+            sweep.pct(0.9) / a.pct(0.9),
+            a.by_reason
         );
     }
 }
