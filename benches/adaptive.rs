@@ -598,9 +598,9 @@ async fn run(o: Opts) {
             format!("<!-- {marker}:end -->"),
         );
         let section = format!(
-            "{begin}\n## {title}\n\nLatest run of `cargo bench --bench adaptive --{}` on {}.\n\n{md}\nCumulative share of bans detected (y, 0-100%, a grey line every 10%) against detection latency (x, a grey line every 30 s); red `sweep`, blue `adaptive`{}:\n\n![detection latency]({})\n{end}",
+            "{begin}\n## {title}\n\nLatest run of `cargo bench --bench adaptive{}` on {}.\n\n{md}\nCumulative share of bans detected (y, 0-100%, a grey line every 10%) against detection latency (x, a grey line every 30 s); red `sweep`, blue `adaptive`{}:\n\n![detection latency]({})\n{end}",
             if o.kick_share > 0.0 {
-                format!(" --kick-share {}", o.kick_share)
+                format!(" -- --kick-share {}", o.kick_share)
             } else {
                 String::new()
             },
