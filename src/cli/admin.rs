@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{BanArgs, SimArgs, load_settings, runtime};
 use crate::config;
+use crate::delivery::dispatcher;
 use crate::metrics::Metrics;
 use crate::source::{SourceKind, SourceSpec};
 use crate::tencent::{TencentClient, usersig, walk};
@@ -166,23 +167,12 @@ pub fn test_delivery(config: &Option<PathBuf>, name: &str) -> CliResult {
     let body = crate::event::test_body(settings.tencent.sdkappid, &id, now_ms);
     let ts = now_ms / 1000;
     let keys = crate::delivery::sign::raw_keys(&w.keys);
-    let signature = crate::delivery::sign::signature_header(&keys, &id, ts, body.as_bytes());
-    let http = reqwest::Client::builder()
-        .timeout(w.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("bansync/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(fail)?;
     let url = crate::config::redacted_url(&w.url);
     println!("POST {url}  webhook-id {id}");
     let sent = runtime().block_on(async {
-        let r = http
-            .post(&w.url)
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", signature)
-            .header("content-type", "application/json")
-            .body(body)
+        let http = dispatcher::webhook_client();
+        let r = dispatcher::signed_post(&http, &w.url, &keys, &id, ts, body.into_bytes())
+            .timeout(w.timeout)
             .send()
             .await?;
         let status = r.status();
@@ -206,16 +196,10 @@ pub fn test_delivery(config: &Option<PathBuf>, name: &str) -> CliResult {
                 Err(CliError::Reported)
             }
         }
-        Err(e) => {
-            let what = if e.is_timeout() {
-                "timed out".to_string()
-            } else if e.is_connect() {
-                "connection refused or failed".to_string()
-            } else {
-                e.without_url().to_string()
-            };
-            Err(CliError::failed(format!("webhook {name}: {what}")))
-        }
+        Err(e) => Err(CliError::failed(format!(
+            "webhook {name}: {}",
+            dispatcher::describe_send_error(e)
+        ))),
     }
 }
 

@@ -95,13 +95,7 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            // Redirects are not followed: a 3xx is a failed attempt.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(user_agent())
-            .pool_max_idle_per_host(64)
-            .build()
-            .expect("TLS backend initialises");
+        let http = webhook_client();
         let mut d = Dispatcher {
             store,
             http,
@@ -455,6 +449,48 @@ impl Dispatcher {
     }
 }
 
+/// A client for webhooks: no redirects (a 3xx is a failed attempt),
+/// bansync's user agent.
+pub fn webhook_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(user_agent())
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("TLS backend initialises")
+}
+
+/// A delivery's request: `body` POSTed to `url` with the Standard Webhooks
+/// headers, signed with every key (`sign::raw_keys`).
+pub fn signed_post(
+    http: &reqwest::Client,
+    url: &str,
+    keys: &[Vec<u8>],
+    id: &str,
+    timestamp: i64,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    let signature = sign::signature_header(keys, id, timestamp, &body);
+    http.post(url)
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .header("content-type", "application/json")
+        .body(body)
+}
+
+/// What went wrong with a request that got no answer, for logs and the
+/// store: never the URL (a webhook's may hold a token).
+pub fn describe_send_error(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "connection refused or failed".to_string()
+    } else {
+        e.without_url().to_string()
+    }
+}
+
 /// One attempt: sign, send, classify, record. `None` if the outcome could
 /// not be recorded (the lane retries; at-least-once).
 async fn attempt(
@@ -467,18 +503,18 @@ async fn attempt(
 ) -> Option<AttemptOutcome> {
     let w = &hook.settings;
     let timestamp = clock.now_s();
-    let signature = sign::signature_header(&hook.keys, &d.event_id, timestamp, d.body.as_bytes());
     let started = std::time::Instant::now();
-    let response = http
-        .post(&w.url)
-        .timeout(w.timeout)
-        .header("webhook-id", &*d.event_id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header("webhook-signature", signature)
-        .header("content-type", "application/json")
-        .body(d.body.as_bytes().to_vec())
-        .send()
-        .await;
+    let response = signed_post(
+        http,
+        &w.url,
+        &hook.keys,
+        &d.event_id,
+        timestamp,
+        d.body.as_bytes().to_vec(),
+    )
+    .timeout(w.timeout)
+    .send()
+    .await;
     let attempts = d.attempts + 1;
     let (status, error, retry_after) = match response {
         Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None, None),
@@ -496,16 +532,7 @@ async fn attempt(
                 });
             (Some(status), Some(format!("HTTP {status}")), retry_after)
         }
-        Err(e) => {
-            let what = if e.is_timeout() {
-                "timed out".to_string()
-            } else if e.is_connect() {
-                "connection refused or failed".to_string()
-            } else {
-                e.without_url().to_string()
-            };
-            (None, Some(what), None)
-        }
+        Err(e) => (None, Some(describe_send_error(e)), None),
     };
     let now = clock.now_ms();
     let outcome = match (status, error) {
