@@ -9,6 +9,24 @@ use crate::source::SourceKind;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// What the pacer sends at the benchmark's 25/s (`tencent::pacer::paced_rate`).
+const BENCH_RATE: f64 = 23.5;
+
+/// The benchmark's comparison on `w`: a sweep every 3 minutes against the
+/// planner with a 5-minute bound, at the benchmark's rate.
+fn sweep_and_adaptive(w: &Workload, tuning: Tuning, until: f64, from: f64) -> (Outcome, Outcome) {
+    let sweep = simulate_from(w, Policy::Sweep { period: 180.0 }, BENCH_RATE, until, from);
+    let interval = 300.0;
+    let adaptive = simulate_from(
+        w,
+        Policy::Adaptive { interval, tuning },
+        BENCH_RATE,
+        until,
+        from,
+    );
+    (sweep, adaptive)
+}
+
 /// What one policy achieved.
 #[derive(Debug)]
 pub struct Outcome {
@@ -33,9 +51,6 @@ enum Policy {
         period: f64,
     },
     Adaptive {
-        interval: f64,
-    },
-    Tuned {
         interval: f64,
         tuning: Tuning,
     },
@@ -77,11 +92,8 @@ fn simulate_from(
         by_reason: HashMap::new(),
     };
     let mut planner = match &policy {
-        Policy::Adaptive { interval } | Policy::Tuned { interval, .. } => {
-            let mut p = Planner::new(Duration::from_secs_f64(*interval));
-            if let Policy::Tuned { tuning, .. } = policy {
-                p = p.with_tuning(tuning);
-            }
+        Policy::Adaptive { interval, tuning } => {
+            let mut p = Planner::new(Duration::from_secs_f64(*interval)).with_tuning(*tuning);
             for s in &specs {
                 p.insert(s.clone());
             }
@@ -151,9 +163,6 @@ fn simulate_from(
 /// unwalked longer than the interval.
 #[test]
 fn adaptive_beats_sweep_on_the_benchmark_workload_in_virtual_time() {
-    // 25 calls a second as configured, at the rate the pacer sends.
-    // What the pacer sends at 25/s (`tencent::pacer::paced_rate`).
-    let rate = 23.5;
     // The first walks (the baseline), then bans for 5 minutes to learn
     // from, then 15 minutes measured.
     let (warm, learn, span) = (200.0, 300.0, 900.0);
@@ -162,8 +171,7 @@ fn adaptive_beats_sweep_on_the_benchmark_workload_in_virtual_time() {
     // Run on past the last ban until both have found every one.
     let until = warm + learn + span + 310.0;
     let from = warm + learn;
-    let sweep = simulate_from(&w, Policy::Sweep { period: 180.0 }, rate, until, from);
-    let adaptive = simulate_from(&w, Policy::Adaptive { interval: 300.0 }, rate, until, from);
+    let (sweep, adaptive) = sweep_and_adaptive(&w, Tuning::default(), until, from);
     let measured = w.bans.iter().filter(|b| b.0 >= from).count();
     let line = |name: &str, o: &Outcome| {
         format!(
@@ -194,7 +202,7 @@ fn adaptive_beats_sweep_on_the_benchmark_workload_in_virtual_time() {
         "bound broken: {}",
         adaptive.max_gap
     );
-    let calls_budget = (rate * until).ceil() as u64 + 3;
+    let calls_budget = (BENCH_RATE * until).ceil() as u64 + 3;
     assert!(adaptive.calls <= calls_budget, "{} calls", adaptive.calls);
     assert!(adaptive.pct(0.5) * 5.0 <= sweep.pct(0.5));
     assert!(adaptive.pct(0.9) <= sweep.pct(0.9));
@@ -220,7 +228,8 @@ fn the_bound_holds_when_the_budget_is_tight() {
             .collect();
         bans.sort_by(|a, b| a.0.total_cmp(&b.0));
         let w = Workload { costs, bans };
-        let o = simulate(&w, Policy::Adaptive { interval }, rate, 1800.0);
+        let tuning = Tuning::default();
+        let o = simulate(&w, Policy::Adaptive { interval, tuning }, rate, 1800.0);
         assert!(
             o.max_gap <= interval,
             "seed {seed}: a source went {:.1}s unwalked (interval {interval}s)",
@@ -298,8 +307,6 @@ fn a_source_that_changes_is_walked_more_often_and_explained() {
 #[test]
 #[ignore]
 fn tuning_table() {
-    // What the pacer sends at 25/s (`tencent::pacer::paced_rate`).
-    let rate = 23.5;
     for (slow_tau, burst_tau, prior_weight) in [
         (1800.0, 180.0, 450.0),
         (1800.0, 180.0, 600.0),
@@ -318,17 +325,7 @@ fn tuning_table() {
                 let w = workload(seed, 2000, 200.0, span);
                 let until = 200.0 + span + 310.0;
                 let from = 200.0 + learn;
-                let sweep = simulate_from(&w, Policy::Sweep { period: 180.0 }, rate, until, from);
-                let a = simulate_from(
-                    &w,
-                    Policy::Tuned {
-                        interval: 300.0,
-                        tuning,
-                    },
-                    rate,
-                    until,
-                    from,
-                );
+                let (sweep, a) = sweep_and_adaptive(&w, tuning, until, from);
                 row += &format!(
                     " {:.1}x/{:.2}",
                     sweep.pct(0.5) / a.pct(0.5),
@@ -347,7 +344,6 @@ fn tuning_table() {
 #[test]
 #[ignore]
 fn the_benchmark_workload_in_virtual_time() {
-    let rate = 23.5;
     let w = workload(7, 2000, 0.0, 900.0);
     // The baselines took 172 s; bans start after them.
     let shift = 175.0;
@@ -370,17 +366,7 @@ fn the_benchmark_workload_in_virtual_time() {
             prior_weight: 300.0,
         },
     ] {
-        let sweep = simulate_from(&w, Policy::Sweep { period: 180.0 }, rate, until, from);
-        let a = simulate_from(
-            &w,
-            Policy::Tuned {
-                interval: 300.0,
-                tuning,
-            },
-            rate,
-            until,
-            from,
-        );
+        let (sweep, a) = sweep_and_adaptive(&w, tuning, until, from);
         println!(
             "{tuning:?}: sweep p50 {:.1} p90 {:.1}; adaptive p50 {:.1} p90 {:.1} (longest unwalked {:.0}): {:.1}x / {:.2}x; calls {:?}",
             sweep.pct(0.5),

@@ -217,6 +217,16 @@ impl Sim {
     }
 }
 
+/// Runs the `bansync` binary (without systemd's configuration directory)
+/// and waits for it.
+pub fn bansync(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_bansync"))
+        .args(args)
+        .env_remove("CONFIGURATION_DIRECTORY")
+        .output()
+        .unwrap()
+}
+
 /// A loopback port free a moment ago (for listeners the config names).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -11,22 +11,6 @@ use bansync::sim::{Fault, ListKind};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bansync");
 
-fn bansync(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("CONFIGURATION_DIRECTORY")
-        .output()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn spawn_daemon(config: &Path, log: &Path, level: &str) -> Child {
     Command::new(BIN)
         .args(["run", "--config", config.to_str().unwrap()])

@@ -7,14 +7,19 @@ use std::time::Duration;
 use crate::common::*;
 use bansync::sim::ListKind;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bansync");
+/// [`bansync`] off the runtime's threads (the binary talks to a simulator
+/// and receivers served by this test's runtime).
+async fn bansync_async(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        bansync(&args)
+    })
+    .await
+    .unwrap()
+}
 
-fn bansync(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("CONFIGURATION_DIRECTORY")
-        .output()
-        .unwrap()
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
 }
 
 fn text(b: &[u8]) -> String {
@@ -97,12 +102,15 @@ async fn deliveries_test_sends_one_signed_test_event() {
         ),
     );
     let c = path.to_str().unwrap().to_string();
-    let out = tokio::task::spawn_blocking({
-        let c = c.clone();
-        move || bansync(&["deliveries", "test", "--webhook", "good", "--config", &c])
-    })
-    .await
-    .unwrap();
+    let out = bansync_async(strings(&[
+        "deliveries",
+        "test",
+        "--webhook",
+        "good",
+        "--config",
+        &c,
+    ]))
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("200"), "{}", text(&out.stdout));
     let got = rx.wait_for(1, Duration::from_secs(5)).await;
@@ -113,12 +121,15 @@ async fn deliveries_test_sends_one_signed_test_event() {
     let data = got[0].body["data"].as_object().unwrap();
     assert_eq!(data.len(), 2, "id and app only: {data:?}");
     rx.answer(vec![Answer::Status(500)]);
-    let out = tokio::task::spawn_blocking({
-        let c = c.clone();
-        move || bansync(&["deliveries", "test", "--webhook", "good", "--config", &c])
-    })
-    .await
-    .unwrap();
+    let out = bansync_async(strings(&[
+        "deliveries",
+        "test",
+        "--webhook",
+        "good",
+        "--config",
+        &c,
+    ]))
+    .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("500"));
     let out = bansync(&["deliveries", "test", "--webhook", "gone", "--config", &c]);
@@ -151,26 +162,19 @@ async fn ban_and_unban_in_a_group() {
     let path = write_config(dir.path(), &sim, "[sources]\ngroups = [\"@TGS#g\"]", "");
     let c = path.to_str().unwrap().to_string();
     let accounts: Vec<String> = (0..25).map(|i| format!("u{i}")).collect();
-    let out = tokio::task::spawn_blocking({
-        let (c, accounts) = (c.clone(), accounts.clone());
-        move || {
-            let mut args = vec![
-                "ban",
-                "--config",
-                &c,
-                "--group",
-                "@TGS#g",
-                "--duration",
-                "10m",
-                "--reason",
-                "spam",
-            ];
-            args.extend(accounts.iter().map(String::as_str));
-            bansync(&args)
-        }
-    })
-    .await
-    .unwrap();
+    let mut args = strings(&[
+        "ban",
+        "--config",
+        &c,
+        "--group",
+        "@TGS#g",
+        "--duration",
+        "10m",
+        "--reason",
+        "spam",
+    ]);
+    args.extend(accounts.iter().cloned());
+    let out = bansync_async(args).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         sim.calls("group_open_http_svc/ban_group_member"),
@@ -178,12 +182,10 @@ async fn ban_and_unban_in_a_group() {
         "20 a request"
     );
     assert_eq!(sim.entries(ListKind::Group, "@TGS#g").len(), 25);
-    let out = tokio::task::spawn_blocking({
-        let c = c.clone();
-        move || bansync(&["unban", "--config", &c, "--group", "@TGS#g", "u0", "u1"])
-    })
-    .await
-    .unwrap();
+    let out = bansync_async(strings(&[
+        "unban", "--config", &c, "--group", "@TGS#g", "u0", "u1",
+    ]))
+    .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(sim.calls("group_open_http_svc/unban_group_member"), 1);
     assert_eq!(sim.entries(ListKind::Group, "@TGS#g").len(), 23);
