@@ -217,7 +217,7 @@ pub async fn run(
         clock,
     } = control;
     let metrics = Arc::new(Metrics::new());
-    let _ = crate::http::process_figures();
+    crate::http::note_start();
     metrics.set_sync_interval(sync_interval(&settings));
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     let store = Store::open(

@@ -92,8 +92,12 @@ pub fn process_figures() -> Option<crate::metrics::ProcessFigures> {
     })
 }
 
-/// When the process started (Unix seconds), taken the first time asked:
-/// the daemon asks as it starts its endpoints.
+/// Takes the process's start time now (the daemon calls it as it starts).
+pub fn note_start() {
+    std::sync::LazyLock::force(&START_TIME);
+}
+
+/// When the process started (Unix seconds), taken the first time asked.
 static START_TIME: std::sync::LazyLock<f64> =
     std::sync::LazyLock::new(|| crate::clock::Clock::system().now_ms() as f64 / 1000.0);
 
