@@ -281,19 +281,33 @@ impl Scheduler {
         for p in self.planners.values_mut() {
             p.retain(|s| watched.contains(s));
         }
+        let all: Vec<SourceSpec> = self.watched.iter().cloned().collect();
+        for spec in &all {
+            self.plan_for(spec);
+        }
+    }
+
+    /// Adaptive mode: puts `spec` in its kind's planner (if not there),
+    /// from its last walk if it had one, and as walking if it is.
+    fn plan_for(&mut self, spec: &SourceSpec) {
+        let (Mode::Adaptive, Schedule::Interval(interval)) = (self.plan.mode, &self.plan.schedule)
+        else {
+            return;
+        };
         let now = self.now_s();
-        for spec in &self.watched {
-            let p = self
-                .planners
-                .entry(spec.kind)
-                .or_insert_with(|| Planner::new(interval));
-            if !p.contains(spec) {
-                p.insert(spec.clone());
-                if let Some((t, _)) = self.last_start.get(spec) {
-                    let at = now - t.elapsed().as_secs_f64();
-                    p.started(spec, at);
-                    p.finished(spec, 1, 0, !self.running.contains_key(spec));
-                }
+        let p = self
+            .planners
+            .entry(spec.kind)
+            .or_insert_with(|| Planner::new(*interval));
+        if p.contains(spec) {
+            return;
+        }
+        p.insert(spec.clone());
+        if let Some((t, _)) = self.last_start.get(spec) {
+            p.started(spec, now - t.elapsed().as_secs_f64());
+            // A walk still going stays walking: its end finishes it.
+            if !self.running.contains_key(spec) {
+                p.finished(spec, 1, 0, true);
             }
         }
     }
@@ -390,14 +404,7 @@ impl Scheduler {
                     }
                     self.found.insert(s.clone());
                     self.watched.insert(s.clone());
-                    if self.plan.mode == Mode::Adaptive
-                        && let Schedule::Interval(i) = &self.plan.schedule
-                    {
-                        self.planners
-                            .entry(s.kind)
-                            .or_insert_with(|| Planner::new(*i))
-                            .insert(s.clone());
-                    }
+                    self.plan_for(&s);
                     self.enqueue(s, Reason::New, Lane::Fresh);
                     added += 1;
                 }
@@ -512,13 +519,17 @@ impl Scheduler {
                     planners,
                     queues,
                     failures,
+                    running,
                     ..
                 } = self;
                 let Some(p) = planners.get_mut(&kind) else {
                     break;
                 };
+                // Never a second walk of a source already walking.
                 let pick = p.next(now, rate, |s| {
-                    queues.queued.contains_key(s) || failures.contains_key(s)
+                    running.contains_key(s)
+                        || queues.queued.contains_key(s)
+                        || failures.contains_key(s)
                 });
                 let Some((spec, reason)) = pick else { break };
                 self.start(spec, reason);

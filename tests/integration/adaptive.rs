@@ -126,3 +126,49 @@ async fn adaptive_mode_keeps_the_bound_and_follows_activity() {
     assert!(metrics.contains("bansync_oldest_walk_age_seconds{kind=\"room\"}"));
     d.shutdown().await;
 }
+
+/// A reload that rebuilds the planners (a new interval) while a walk is
+/// held at the vendor: the source is still walking, and no second walk of
+/// it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_never_starts_a_second_walk_of_a_walking_source() {
+    let sim = Sim::start(100).await;
+    sim.set(ListKind::Room, "r", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = |interval: &str| {
+        write_config(
+            dir.path(),
+            &sim,
+            "[sources]\nrooms = [\"r\"]",
+            &format!("[sync]\nmode = \"adaptive\"\ninterval = \"{interval}\"\n"),
+        )
+    };
+    let path = config("10s");
+    let settings = load(&path);
+    let db = settings.store_path.clone();
+    let d = start_daemon(settings).await;
+    eventually(Duration::from_secs(5), "first walk", || {
+        count(&db, "SELECT COUNT(*) FROM sources WHERE status = 'ok'") == 1
+    })
+    .await;
+    // The next two requests for r are held 1.5 s each at the vendor.
+    sim.fault(bansync::sim::Fault {
+        api: Some("get_banned_member_list".into()),
+        target: Some("r".into()),
+        hold_ms: Some(1500),
+        count: Some(2),
+        ..Default::default()
+    });
+    eventually(Duration::from_secs(5), "a walk held", || {
+        sim.state.lock().unwrap().holding == 1
+    })
+    .await;
+    d.reload.send(load(&config("20s"))).unwrap();
+    let mut most = 0;
+    for _ in 0..60 {
+        most = most.max(sim.state.lock().unwrap().holding);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(most, 1, "two walks of r at once");
+    d.shutdown().await;
+}
