@@ -71,7 +71,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Deliveries that ran out of attempts.
+    /// Deliveries: list and re-queue those that ran out of attempts; send a test event.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
     /// Queue again, for one webhook, every matching event since TIME.
